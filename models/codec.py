@@ -1,0 +1,238 @@
+"""The one codec: bytes -> typed events, decisions -> bytes, on orjson.
+
+Every way a record can be wrong ends in :class:`models.errors.Rejected` with a
+reason code and a sentence; nothing else escapes :func:`decode`.
+
+>>> e = decode(b'{"type":"payment","event_id":"e1","account_id":"a1",'
+...            b'"ts":"2025-01-05T10:00:00Z","amount":120.5,"currency":"CNY","channel":"app"}')
+>>> e.amount, e.ts
+(12050, 1736071200000)
+>>> try:
+...     decode(b'{"type":"payment"')
+... except Rejected as r:
+...     print(r.reason.value)
+malformed_json
+"""
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import orjson
+
+from .errors import RejectReason, Rejected
+from .events import (
+    CURRENCIES,
+    EVENT_TYPES,
+    TRANSACTION_TYPES,
+    AccountOpened,
+    DpdReport,
+    Event,
+    InstalmentDue,
+    LimitChanged,
+    Payment,
+    PolicyUpdate,
+    Transaction,
+)
+
+__all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
+    "MAX_AMOUNT_MINOR",
+    "decode",
+    "decode_obj",
+    "dumps",
+    "format_ts",
+    "parse_ts",
+]
+
+DEFAULT_MAX_RECORD_BYTES = 16_384
+# Larger than any consumer line anywhere (10 billion units): beyond it is a bug upstream.
+MAX_AMOUNT_MINOR = 10**12
+_MIN_TS = 946_684_800_000  # 2000-01-01
+_MAX_TS = 4_102_444_800_000  # 2100-01-01
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
+_TEXT_MAX = 128
+
+
+def dumps(obj: Any) -> bytes:
+    """Canonical JSON: sorted keys, so equal content gives equal bytes."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def format_ts(ms: int) -> str:
+    """Epoch milliseconds -> RFC 3339 UTC text, e.g. ``2025-01-01T00:00:00Z``."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (f".{ms % 1000:03d}Z" if ms % 1000 else "Z")
+
+
+def parse_ts(value: Any, name: str = "ts") -> int:
+    """RFC 3339 text with an offset -> epoch milliseconds UTC."""
+    if not isinstance(value, str):
+        raise Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be an RFC 3339 string")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise Rejected(RejectReason.BAD_TIMESTAMP, f"field '{name}' is not RFC 3339: {value[:40]!r}") from None
+    if dt.tzinfo is None:
+        raise Rejected(RejectReason.BAD_TIMESTAMP, f"field '{name}' has no UTC offset: {value[:40]!r}")
+    ms = int(dt.timestamp() * 1000)
+    if not _MIN_TS <= ms < _MAX_TS:
+        raise Rejected(RejectReason.BAD_TIMESTAMP, f"field '{name}' is outside 2000..2100: {value[:40]!r}")
+    return ms
+
+
+def _parse_date_end(value: Any, name: str) -> int:
+    """A calendar date (UTC) -> the first millisecond after it: paid before this is on time."""
+    if not isinstance(value, str) or len(value) != 10:
+        raise Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be a date YYYY-MM-DD")
+    return parse_ts(value + "T00:00:00+00:00", name) + 86_400_000
+
+
+def _req(obj: dict[str, Any], name: str) -> Any:
+    try:
+        return obj[name]
+    except KeyError:
+        raise Rejected(RejectReason.MISSING_FIELD, f"field '{name}' is missing") from None
+
+
+def _ident(obj: dict[str, Any], name: str) -> str:
+    value = _req(obj, name)
+    if not isinstance(value, str):
+        raise Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be a string")
+    if not _ID.fullmatch(value):
+        raise Rejected(
+            RejectReason.BAD_ID,
+            f"field '{name}' must be 1-64 ASCII letters, digits or ._:- (got {value[:40]!r})",
+        )
+    return value
+
+
+def _text(obj: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = obj.get(name, default)
+    if value is None:
+        raise Rejected(RejectReason.MISSING_FIELD, f"field '{name}' is missing")
+    if not isinstance(value, str):
+        raise Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be a string")
+    if len(value) > _TEXT_MAX or not value.isprintable():
+        raise Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be printable text of at most {_TEXT_MAX} characters")
+    return value
+
+
+def _money(obj: dict[str, Any], name: str, allow_zero: bool = False) -> int:
+    """A decimal amount in units with at most two decimals -> integer minor units."""
+    value = _req(obj, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' is not finite")
+    if value < 0:
+        raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' is negative: {value}")
+    if value == 0 and not allow_zero:
+        raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' is zero")
+    minor = round(value * 100)
+    if minor > MAX_AMOUNT_MINOR:
+        raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' is absurdly large: {value}")
+    if abs(value * 100 - minor) > 1e-6 * max(1.0, abs(value)):
+        raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' has more than two decimals: {value}")
+    return int(minor)
+
+
+def _currency(obj: dict[str, Any]) -> str:
+    value = _req(obj, "currency")
+    if not isinstance(value, str):
+        raise Rejected(RejectReason.WRONG_TYPE, "field 'currency' must be a string")
+    if value not in CURRENCIES:
+        raise Rejected(RejectReason.UNKNOWN_CURRENCY, f"currency {value[:8]!r} is not one the platform books")
+    return value
+
+
+def _transaction(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
+    merchant = o.get("merchant")
+    return Transaction(
+        t, eid, aid, ts, _money(o, "amount"), _currency(o), _text(o, "channel"),
+        None if merchant is None else _text(o, "merchant"),
+    )
+
+
+def _instalment_due(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
+    due_ts = _parse_date_end(_req(o, "due_date"), "due_date")
+    if due_ts <= ts:
+        raise Rejected(RejectReason.BAD_TIMESTAMP, "field 'due_date' is not after the statement time")
+    return InstalmentDue(t, eid, aid, ts, _ident(o, "instalment_id"), _money(o, "amount"), _currency(o), due_ts)
+
+
+def _payment(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
+    return Payment(t, eid, aid, ts, _money(o, "amount"), _currency(o), _text(o, "channel", "unknown"))
+
+
+def _dpd_report(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
+    dpd = _req(o, "days_past_due")
+    if isinstance(dpd, bool) or not isinstance(dpd, int):
+        raise Rejected(RejectReason.WRONG_TYPE, "field 'days_past_due' must be an integer")
+    if not 0 <= dpd <= 3660:
+        raise Rejected(RejectReason.BAD_AMOUNT, f"field 'days_past_due' is out of range 0..3660: {dpd}")
+    return DpdReport(t, eid, aid, ts, dpd)
+
+
+def _account_opened(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
+    attrs = o.get("attributes", {})
+    if not isinstance(attrs, dict) or len(attrs) > 32:
+        raise Rejected(RejectReason.WRONG_TYPE, "field 'attributes' must be an object of at most 32 entries")
+    for k, v in attrs.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)) or (isinstance(v, float) and not math.isfinite(v)):
+            raise Rejected(RejectReason.WRONG_TYPE, f"attribute {k[:32]!r} must be a finite number or a string")
+    return AccountOpened(t, eid, aid, ts, _money(o, "limit"), _currency(o), dict(attrs))
+
+
+def _limit_changed(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
+    return LimitChanged(t, eid, aid, ts, _money(o, "limit", allow_zero=True), _text(o, "reason", "unspecified"))
+
+
+def _policy_update(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
+    version = _text(o, "policy_version")
+    thresholds = _req(o, "thresholds")
+    if not isinstance(thresholds, dict):
+        raise Rejected(RejectReason.WRONG_TYPE, "field 'thresholds' must be an object")
+    return PolicyUpdate(t, eid, ts, version, thresholds)
+
+
+_BUILDERS: dict[str, Callable[[dict[str, Any], str, str, str, int], Event]] = {
+    **{t: _transaction for t in TRANSACTION_TYPES},
+    "instalment_due": _instalment_due,
+    "payment": _payment,
+    "dpd_report": _dpd_report,
+    "account_opened": _account_opened,
+    "limit_changed": _limit_changed,
+    "policy_update": _policy_update,
+}
+assert set(_BUILDERS) == set(EVENT_TYPES)
+
+
+def decode_obj(obj: Any) -> Event:
+    """A parsed JSON value -> a typed event, or :class:`Rejected`."""
+    if not isinstance(obj, dict):
+        raise Rejected(RejectReason.NOT_AN_OBJECT, f"record is a JSON {type(obj).__name__}, not an object")
+    t = _req(obj, "type")
+    if not isinstance(t, str):
+        raise Rejected(RejectReason.WRONG_TYPE, "field 'type' must be a string")
+    builder = _BUILDERS.get(t)
+    if builder is None:
+        raise Rejected(RejectReason.UNKNOWN_TYPE, f"event type {t[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
+    eid = _ident(obj, "event_id")
+    aid = "control" if t == "policy_update" else _ident(obj, "account_id")
+    ts = parse_ts(_req(obj, "ts"))
+    return builder(obj, t, eid, aid, ts)
+
+
+def decode(raw: bytes | bytearray | memoryview | str, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> Event:
+    """Raw record bytes -> a typed event. Raises only :class:`Rejected`."""
+    if len(raw) > max_bytes:
+        raise Rejected(RejectReason.TOO_LARGE, f"record is {len(raw)} bytes, the limit is {max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected(RejectReason.MALFORMED_JSON, f"not valid JSON: {str(exc)[:80]}") from None
+    return decode_obj(obj)

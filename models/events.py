@@ -1,0 +1,133 @@
+"""The event records the monitor consumes: frozen, slotted, UTC, money in minor units.
+
+Wire names (the ``type`` field) and the JSON Schemas in ``models/schemas`` are the
+published contract; this module is its typed twin inside the core.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+__all__ = [
+    "TRANSACTION_TYPES",
+    "REPAYMENT_TYPES",
+    "LIFECYCLE_TYPES",
+    "CONTROL_TYPES",
+    "EVENT_TYPES",
+    "CURRENCIES",
+    "Transaction",
+    "InstalmentDue",
+    "Payment",
+    "DpdReport",
+    "AccountOpened",
+    "LimitChanged",
+    "PolicyUpdate",
+    "Event",
+    "AccountEvent",
+]
+
+TRANSACTION_TYPES = ("drawdown", "purchase", "refund", "limit_request")
+REPAYMENT_TYPES = ("instalment_due", "payment", "dpd_report")
+LIFECYCLE_TYPES = ("account_opened", "limit_changed")
+CONTROL_TYPES = ("policy_update",)
+EVENT_TYPES = TRANSACTION_TYPES + REPAYMENT_TYPES + LIFECYCLE_TYPES + CONTROL_TYPES
+
+# ISO 4217 codes the platform books lines in. Amounts are kept in hundredths of
+# the unit whatever the currency, so that one integer rule serves every book.
+CURRENCIES = frozenset(
+    {"CNY", "HKD", "TWD", "USD", "EUR", "GBP", "JPY", "SGD", "MYR", "THB",
+     "IDR", "PHP", "VND", "KRW", "INR", "AUD", "CAD", "CHF", "NZD", "BRL", "MXN"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A drawdown, purchase, refund or limit request on a line (amount in minor units)."""
+
+    type: str
+    event_id: str
+    account_id: str
+    ts: int  # event time, epoch milliseconds UTC
+    amount: int
+    currency: str
+    channel: str
+    merchant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstalmentDue:
+    """A statement: ``amount`` falls due at ``due_ts`` (end of the due date, UTC)."""
+
+    type: str
+    event_id: str
+    account_id: str
+    ts: int
+    instalment_id: str
+    amount: int
+    currency: str
+    due_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """Money paid back; allocated to the oldest open instalment first."""
+
+    type: str
+    event_id: str
+    account_id: str
+    ts: int
+    amount: int
+    currency: str
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class DpdReport:
+    """The servicing ledger's ageing of an account: days past due as of ``ts``."""
+
+    type: str
+    event_id: str
+    account_id: str
+    ts: int
+    days_past_due: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountOpened:
+    """A new line with its limit, currency and static attributes."""
+
+    type: str
+    event_id: str
+    account_id: str
+    ts: int
+    limit: int
+    currency: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChanged:
+    """The contractual limit changed (by the credit team, not by this monitor)."""
+
+    type: str
+    event_id: str
+    account_id: str
+    ts: int
+    limit: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyUpdate:
+    """New policy thresholds, in force from ``ts`` (event time) on."""
+
+    type: str
+    event_id: str
+    ts: int
+    policy_version: str
+    thresholds: dict[str, Any]
+    account_id: str = "control"
+
+
+AccountEvent = Union[Transaction, InstalmentDue, Payment, DpdReport, AccountOpened, LimitChanged]
+Event = Union[AccountEvent, PolicyUpdate]

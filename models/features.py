@@ -1,0 +1,101 @@
+"""The model's view of an account: a fixed vector of named features.
+
+Values are rounded to 4 decimals so that the vector kept for delayed learning is
+exactly the one that was scored (point-in-time correctness survives a JSON
+round trip of the state).
+"""
+from __future__ import annotations
+
+import math
+
+from .dpd import DAY_MS
+from .state import AccountState
+from .velocity import INDEX
+
+__all__ = ["FEATURE_NAMES", "FEATURE_TEXT", "features"]
+
+FEATURE_NAMES = (
+    "utilisation",
+    "dpd_months",
+    "max_dpd_months",
+    "in_arrears",
+    "arrears_over_30",
+    "late_payments",
+    "missed_instalments",
+    "partial_payments",
+    "on_time_payments",
+    "on_time_streak",
+    "payment_to_due",
+    "months_since_on_time",
+    "drawdowns_1h",
+    "drawdowns_24h",
+    "drawdowns_30d",
+    "limit_requests_24h",
+    "limit_requests_30d",
+    "drawdown_amount_to_limit",
+    "unpaid_due_to_limit",
+    "account_age_months",
+)
+
+FEATURE_TEXT = {
+    "utilisation": "utilisation of the limit",
+    "dpd_months": "days past due",
+    "max_dpd_months": "worst days past due",
+    "in_arrears": "being in arrears",
+    "arrears_over_30": "arrears over 30 days",
+    "late_payments": "late payments",
+    "missed_instalments": "missed instalments",
+    "partial_payments": "partial payments",
+    "on_time_payments": "few on-time payments",
+    "on_time_streak": "a short on-time streak",
+    "payment_to_due": "a low payment-to-due ratio",
+    "months_since_on_time": "time since the last on-time payment",
+    "drawdowns_1h": "drawdowns in the last hour",
+    "drawdowns_24h": "drawdowns in the last day",
+    "drawdowns_30d": "drawdowns in the last month",
+    "limit_requests_24h": "limit requests in the last day",
+    "limit_requests_30d": "limit requests in the last month",
+    "drawdown_amount_to_limit": "amount drawn this month against the limit",
+    "unpaid_due_to_limit": "unpaid amount due against the limit",
+    "account_age_months": "a young account",
+}
+
+_I_DD1, _I_DD24, _I_DD30 = INDEX["drawdowns_1h"], INDEX["drawdowns_24h"], INDEX["drawdowns_30d"]
+_I_LR24, _I_LR30 = INDEX["limit_requests_24h"], INDEX["limit_requests_30d"]
+_I_AMT, _I_DUE, _I_PAID = INDEX["drawdown_amount_30d"], INDEX["due_90d"], INDEX["paid_90d"]
+_MONTH = 30 * DAY_MS
+
+
+def features(s: AccountState) -> list[float]:
+    """The feature vector of ``s`` at its own clock, in :data:`FEATURE_NAMES` order."""
+    limit = max(s["limit"], 1)
+    v = s["v"]
+    now = s["ts"]
+    unpaid = 0
+    for inst in s["inst"]:
+        if inst[1] <= now:
+            unpaid += inst[2] - inst[3]
+    due = v[_I_DUE]
+    x = (
+        min(s["bal"] / limit, 2.0),
+        min(s["dpd"] / 30, 6.0),
+        min(s["max_dpd"] / 30, 6.0),
+        1.0 if s["dpd"] > 0 else 0.0,
+        1.0 if s["dpd"] > 30 else 0.0,
+        math.log1p(s["late"]),
+        math.log1p(s["missed"]),
+        math.log1p(s["partial"]),
+        math.log1p(s["on_time"]),
+        min(s["streak"], 12) / 12,
+        min(v[_I_PAID] / due, 2.0) if due > 1.0 else 1.0,
+        min((now - s["last_ok"]) / _MONTH, 12.0),
+        math.log1p(v[_I_DD1]),
+        math.log1p(v[_I_DD24]),
+        math.log1p(v[_I_DD30]),
+        math.log1p(v[_I_LR24]),
+        math.log1p(v[_I_LR30]),
+        min(v[_I_AMT] / limit, 5.0),
+        min(unpaid / limit, 2.0),
+        min((now - s["opened"]) / _MONTH, 24.0),
+    )
+    return [round(f, 4) for f in x]

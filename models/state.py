@@ -1,0 +1,100 @@
+"""Per-account state: plain ints, floats and lists, so it copies cheaply and
+serialises compactly (orjson) into a changelog-backed table.
+
+The keys are short because there is one of these per account in the table and
+in its changelog; :data:`FIELDS` spells each one out.
+"""
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from .velocity import COUNTERS
+
+__all__ = ["AccountState", "Instalment", "FIELDS", "STATUSES", "SEVERITY", "new_state", "copy_state"]
+
+# The early-warning states, by severity.
+STATUSES = ("normal", "watch", "limit_reduced", "frozen", "closed")
+SEVERITY = {s: i for i, s in enumerate(STATUSES)}
+
+# An open instalment: [instalment_id, due_ts, due, paid, missed, labelled, score, snapshot]
+#   missed: 1 once the due date passed without full payment (counted once)
+#   labelled: 1 once its outcome was learned (good or bad)
+#   score, snapshot: the model's score and the feature vector at the statement,
+#   kept until the outcome is known so that learning is point-in-time correct.
+Instalment = list[Any]
+
+FIELDS = {
+    "id": "account id",
+    "cur": "currency of the line",
+    "opened": "event time the line opened (ms)",
+    "limit": "contractual credit limit (minor units)",
+    "cap": "limit in force after this monitor's actions (minor units)",
+    "bal": "drawn balance (minor units)",
+    "ts": "account clock: latest event time applied (ms)",
+    "inst": "open instalments (see Instalment)",
+    "rdpd": "days past due last reported by the servicing ledger",
+    "rts": "event time of that report (ms)",
+    "dpd": "current days past due",
+    "max_dpd": "worst days past due seen",
+    "late": "instalments settled after their due date",
+    "missed": "instalments whose due date passed unpaid in full",
+    "partial": "instalments partly paid when their due date passed",
+    "on_time": "instalments settled by their due date",
+    "streak": "consecutive instalments settled on time",
+    "last_ok": "event time of the last on-time settlement (ms)",
+    "v": "time-decayed counters, layout in models.velocity.COUNTERS",
+    "status": "early-warning state (models.state.STATUSES)",
+    "since": "event time of the last state change (ms)",
+    "good": "on-time settlements since the last escalation",
+    "score": "latest probability of default",
+    "ids": "hashes of the most recent event ids (duplicate deliveries)",
+    "n": "events applied",
+}
+
+
+class AccountState(TypedDict):
+    id: str
+    cur: str
+    opened: int
+    limit: int
+    cap: int
+    bal: int
+    ts: int
+    inst: list[Instalment]
+    rdpd: int
+    rts: int
+    dpd: int
+    max_dpd: int
+    late: int
+    missed: int
+    partial: int
+    on_time: int
+    streak: int
+    last_ok: int
+    v: list[float]
+    status: str
+    since: int
+    good: int
+    score: float
+    ids: list[int]
+    n: int
+
+
+def new_state(account_id: str, currency: str, opened_ts: int, limit: int) -> AccountState:
+    """The state of a line that has just opened."""
+    return AccountState(
+        id=account_id, cur=currency, opened=opened_ts, limit=limit, cap=limit, bal=0,
+        ts=opened_ts, inst=[], rdpd=0, rts=opened_ts, dpd=0, max_dpd=0, late=0,
+        missed=0, partial=0, on_time=0, streak=0, last_ok=opened_ts,
+        v=[0.0] * len(COUNTERS), status="normal", since=opened_ts, good=0,
+        score=0.0, ids=[], n=0,
+    )
+
+
+def copy_state(s: AccountState) -> AccountState:
+    """A copy deep enough that the step function never mutates its input."""
+    c = s.copy()
+    c["inst"] = [list(i) for i in s["inst"]]
+    c["v"] = list(s["v"])
+    c["ids"] = list(s["ids"])
+    return c

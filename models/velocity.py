@@ -1,0 +1,43 @@
+"""Time-decayed event counters: velocity over a window in O(1) state.
+
+A counter with time constant ``tau`` holds ``sum(exp(-(now - t_i) / tau))`` over
+past events: a burst of n events within much less than ``tau`` reads about n, and
+the reading fades smoothly instead of dropping at a window's edge. All counters
+of an account share one clock so that decaying them is one multiply each.
+"""
+from __future__ import annotations
+
+import math
+
+__all__ = ["HOUR_MS", "TAUS_MS", "COUNTERS", "INDEX", "decay"]
+
+HOUR_MS = 3_600_000
+# name -> time constant (ms). Order is the layout in the state's ``v`` list.
+COUNTERS = (
+    ("drawdowns_1h", HOUR_MS),
+    ("drawdowns_24h", 24 * HOUR_MS),
+    ("drawdowns_30d", 30 * 24 * HOUR_MS),
+    ("limit_requests_24h", 24 * HOUR_MS),
+    ("limit_requests_30d", 30 * 24 * HOUR_MS),
+    ("drawdown_amount_30d", 30 * 24 * HOUR_MS),  # in minor units
+    ("due_90d", 90 * 24 * HOUR_MS),  # minor units fallen due
+    ("paid_90d", 90 * 24 * HOUR_MS),  # minor units paid
+    ("late_180d", 180 * 24 * HOUR_MS),  # instalments missed or paid late
+)
+TAUS_MS = tuple(t for _, t in COUNTERS)
+INDEX = {name: i for i, (name, _) in enumerate(COUNTERS)}
+
+
+def decay(values: list[float], elapsed_ms: int) -> None:
+    """Decay every counter in place by ``elapsed_ms`` of event time.
+
+    >>> v = [2.0] + [0.0] * (len(COUNTERS) - 1)
+    >>> decay(v, HOUR_MS); round(v[0], 4)
+    0.7358
+    """
+    if elapsed_ms <= 0:
+        return
+    for i, tau in enumerate(TAUS_MS):
+        if values[i]:
+            v = values[i] * math.exp(-elapsed_ms / tau)
+            values[i] = v if v > 1e-6 else 0.0

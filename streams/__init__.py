@@ -1,0 +1,1 @@
+"""riskmon's adapters: CLI, replay, Faust app, topics, metrics. They call models/."""

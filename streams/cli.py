@@ -1,0 +1,126 @@
+"""The ``riskmon`` command line."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import IO, Sequence
+
+import orjson
+
+from models.errors import Rejected
+from models.policy import load_policy
+
+__all__ = ["main"]
+
+DEFAULT_PARTITIONS = int(os.environ.get("RISKMON_PARTITIONS", "4"))
+
+
+class _LimitedReport:
+    """Writes the first ``limit`` rejection lines to a stream, counts the rest."""
+
+    def __init__(self, stream: IO[str], limit: int, full: IO[str] | None) -> None:
+        self.stream, self.limit, self.full, self.seen = stream, limit, full, 0
+
+    def write(self, text: str) -> None:
+        self.seen += 1
+        if self.full is not None:
+            self.full.write(text)
+        if self.seen <= self.limit:
+            self.stream.write(text)
+        elif self.seen == self.limit + 1:
+            self.stream.write("... more rejected lines are counted in the summary (see --rejects)\n")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from models.simulate import simulate
+
+    events, truth = simulate(args.accounts, args.days, args.seed, args.start)
+    truth_path = args.truth or (f"{Path(args.out).with_suffix('')}.truth.jsonl" if args.out else None)
+    out = open(args.out, "wb") if args.out else sys.stdout.buffer
+    try:
+        for e in events:
+            out.write(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) + b"\n")
+    finally:
+        if args.out:
+            out.close()
+    if truth_path:
+        with open(truth_path, "wb") as f:
+            for t in truth:
+                f.write(orjson.dumps(t, option=orjson.OPT_SORT_KEYS) + b"\n")
+    print(
+        f"simulated {len(events)} events for {args.accounts} accounts over {args.days} days (seed {args.seed})"
+        + (f"; truth in {truth_path}" if truth_path else "; no truth file (give --truth)"),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from streams.replay import load_truth, replay
+
+    policy = load_policy(args.policy) if args.policy else None
+    truth = load_truth(args.truth) if args.truth else None
+    full = open(args.rejects, "w") if args.rejects else None
+    report = _LimitedReport(sys.stderr, 20, full)
+    out = open(args.out, "wb") if args.out else sys.stdout.buffer
+    try:
+        summary = replay(
+            args.events, out, partitions=args.partitions, policy=policy, truth=truth, report=report,  # type: ignore[arg-type]
+            progress=sys.stderr.isatty() and not args.quiet, checkpoint_every=args.checkpoint_every, bad_dpd=args.bad_dpd,
+        )
+    finally:
+        if args.out:
+            out.close()
+        if full is not None:
+            full.close()
+    print(f"replay: {summary.line()}", file=sys.stderr)
+    if summary.evaluation is not None:
+        for line in summary.evaluation.lines():
+            print(f"truth: {line}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="riskmon", description="Streaming early warning for consumer credit lines.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="write a synthetic event log (JSONL) with a separate truth file")
+    s.add_argument("--accounts", type=int, default=1000)
+    s.add_argument("--days", type=int, default=90)
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--start", default="2025-01-01T00:00:00Z", help="event time of day 0 (RFC 3339)")
+    s.add_argument("--out", help="events file (default: stdout)")
+    s.add_argument("--truth", help="truth file (default: OUT with .truth.jsonl)")
+    s.set_defaults(func=_cmd_simulate)
+
+    r = sub.add_parser("replay", help="run an event log through the core and write decisions")
+    r.add_argument("events", help="JSONL event log")
+    r.add_argument("--out", help="decisions file (default: stdout)")
+    r.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
+                   help="shards, as the input topic's partitions (default: $RISKMON_PARTITIONS or 4)")
+    r.add_argument("--policy", help="policy TOML (default: the shipped policy)")
+    r.add_argument("--truth", help="truth file from simulate: print how decisions match it (never seen by the core)")
+    r.add_argument("--rejects", help="write every rejected line's reason here")
+    r.add_argument("--checkpoint-every", type=int, default=500, help="outcomes learned between model versions")
+    r.add_argument("--bad-dpd", type=int, default=30, help="days past due that make an instalment a bad outcome")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_cmd_replay)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Rejected as r:
+        print(f"riskmon: {r}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"riskmon: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
