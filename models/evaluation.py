@@ -42,9 +42,10 @@ class EarlyWarningTracker:
     reached_bad: set[str] = field(default_factory=set)
     worst_state: dict[str, int] = field(default_factory=dict)
 
-    def observe(self, account_id: str, score: float, dpd: int, severity: int) -> None:
+    def observe(self, account_id: str, score: float | None, dpd: int, severity: int) -> None:
+        """``score`` is None while the model is still cold (never acted on, never graded)."""
         if account_id not in self.reached_bad:
-            if score > self.peak.get(account_id, -1.0):
+            if score is not None and score > self.peak.get(account_id, -1.0):
                 self.peak[account_id] = score
             if dpd >= self.bad_dpd:
                 self.reached_bad.add(account_id)

@@ -88,7 +88,7 @@ class Monitor:
         for o in result.outcomes:
             # Grade the score that was given at the statement, then learn on the
             # features as they were then (point-in-time correct).
-            if self.quality.update(o.default, o.score):
+            if o.score is not None and self.quality.update(o.default, o.score):
                 self.drift_detected = True
             self.model.learn_one(dict(zip(_NAMES, o.features)), o.default)
             self.labels_since_checkpoint += 1

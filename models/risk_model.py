@@ -1,13 +1,21 @@
 """The online probability-of-default model: scaled logistic regression in River.
 
+Outcomes arrive late, and bad ones latest of all (30+ days past due is 50 days
+after the statement), so a model that starts empty is blind for its first
+months. Like a lender launching a new portfolio, it starts from an expert
+scorecard (:data:`EXPERT_SCORECARD`: signs and sizes set by credit judgement,
+not fitted to any data here) and hands over to the learned model as defaults
+are learned: ``p = (1 - a) * p_expert + a * p_learned`` with
+``a = min(1, defaults learned / handover_defaults)``.
+
 Defaults are rare, so positives are weighted by the running ratio of goods to
 bads (capped); the log-odds are then shifted back by log(weight) (prior
 correction) so the score stays a probability a risk team can threshold.
 
->>> m = RiskModel()
+>>> m = RiskModel(handover_defaults=0)
 >>> for i in range(200):
 ...     m.learn_one({"dpd": float(i % 4)}, i % 4 == 3)
->>> m.predict_proba_one({"dpd": 3.0})[True] > 0.5 > m.predict_proba_one({"dpd": 0.0})[True]
+>>> m.predict_proba_one({"dpd": 3.0})[True] > m.predict_proba_one({"dpd": 0.0})[True]
 True
 """
 from __future__ import annotations
@@ -18,7 +26,19 @@ from typing import Any
 
 from river import base, linear_model, optim, preprocessing
 
-__all__ = ["RiskModel", "dumps_model", "loads_model"]
+__all__ = ["EXPERT_SCORECARD", "EXPERT_INTERCEPT", "RiskModel", "dumps_model", "loads_model"]
+
+# Log-odds per unit of each raw feature (see models.features): arrears, partial
+# and missed payments, utilisation and borrowing velocity raise the risk; a
+# history of on-time payment and a healthy payment-to-due ratio lower it.
+EXPERT_INTERCEPT = -4.0
+EXPERT_SCORECARD = {
+    "dpd_months": 1.5, "in_arrears": 1.0, "arrears_over_30": 1.0, "utilisation": 1.5,
+    "late_payments": 0.8, "missed_instalments": 0.8, "partial_payments": 1.0,
+    "on_time_payments": -0.5, "payment_to_due": -1.0, "limit_requests_30d": 0.8,
+    "limit_requests_24h": 1.0, "drawdowns_24h": 0.5, "unpaid_due_to_limit": 1.0,
+    "months_since_on_time": 0.3,
+}
 
 
 class RiskModel(base.Classifier):
@@ -32,12 +52,29 @@ class RiskModel(base.Classifier):
         L2 penalty.
     max_positive_weight
         Cap on the weight given to a default relative to a good outcome.
+    clip
+        Scaled features are clipped to [-clip, clip]. Rare events (limit
+        requests, arrears) have a tiny spread, so their scaled values are huge
+        when they do occur; unclipped, SGD gave them weights above 20 and the
+        prequential AUC on the simulated log fell from 0.99 to 0.59.
+    handover_defaults
+        Defaults learned before the learned model alone gives the score
+        (0: no expert scorecard).
     """
 
-    def __init__(self, learning_rate: float = 0.05, l2: float = 1e-4, max_positive_weight: float = 20.0) -> None:
+    def __init__(
+        self,
+        learning_rate: float = 0.01,
+        l2: float = 1e-4,
+        max_positive_weight: float = 20.0,
+        clip: float = 4.0,
+        handover_defaults: int = 100,
+    ) -> None:
         self.learning_rate = learning_rate
         self.l2 = l2
         self.max_positive_weight = max_positive_weight
+        self.clip = clip
+        self.handover_defaults = handover_defaults
         self._scaler = preprocessing.StandardScaler()
         self._clf = linear_model.LogisticRegression(
             optimizer=optim.SGD(learning_rate), l2=l2, intercept_lr=learning_rate
@@ -64,29 +101,50 @@ class RiskModel(base.Classifier):
             self._n_neg += 1
         self._scaler.learn_one(x)
         weight = w * (self._positive_weight() if y else 1.0)
-        self._clf.learn_one(self._scaler.transform_one(x), y, w=weight)
+        self._clf.learn_one(self._scaled(x), y, w=weight)
+
+    def _scaled(self, x: dict[str, float]) -> dict[str, float]:
+        c = self.clip
+        return {k: -c if v < -c else c if v > c else v for k, v in self._scaler.transform_one(x).items()}
 
     def log_odds(self, x: dict[str, float]) -> float:
         """Prior-corrected log-odds of default."""
-        xs = self._scaler.transform_one(x)
+        xs = self._scaled(x)
         weights = self._clf._weights
         z = self._clf.intercept + sum(weights.get(k, 0.0) * v for k, v in xs.items())
         return z - math.log(self._positive_weight())
 
+    def _learned_share(self) -> float:
+        if self.handover_defaults <= 0:
+            return 1.0
+        return min(1.0, self._n_pos / self.handover_defaults)
+
     def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
-        z = max(min(self.log_odds(x), 30.0), -30.0)
-        p = 1.0 / (1.0 + math.exp(-z))
+        a = self._learned_share()
+        p = _sigmoid(self.log_odds(x)) if a > 0.0 else 0.0
+        if a < 1.0:
+            z = EXPERT_INTERCEPT + sum(EXPERT_SCORECARD.get(k, 0.0) * v for k, v in x.items())
+            p = a * p + (1.0 - a) * _sigmoid(z)
         return {False: 1.0 - p, True: p}
 
     def contributions(self, x: dict[str, float]) -> dict[str, float]:
-        """Each feature's push on the log-odds (weight x scaled value)."""
-        xs = self._scaler.transform_one(x)
+        """Each feature's push on the log-odds, blended as the score is."""
+        a = self._learned_share()
+        xs = self._scaled(x)
         weights = self._clf._weights
-        return {k: weights.get(k, 0.0) * v for k, v in xs.items()}
+        return {
+            k: a * weights.get(k, 0.0) * xs.get(k, 0.0) + (1.0 - a) * EXPERT_SCORECARD.get(k, 0.0) * v
+            for k, v in x.items()
+        }
 
     @classmethod
     def _unit_test_params(cls) -> Any:
         yield {}
+
+
+def _sigmoid(z: float) -> float:
+    z = max(min(z, 30.0), -30.0)
+    return 1.0 / (1.0 + math.exp(-z))
 
 
 def dumps_model(model: RiskModel) -> bytes:

@@ -160,7 +160,9 @@ def _day(events: list[Any], i: int, a: _Account, day: int, day_ts: int) -> None:
             _spend(events, i, a, t(), int(a.limit * r.uniform(0.01, 0.06)))
         if r.random() < 0.02 and p not in ("bust_out",):
             _spend(events, i, a, t(), int(a.limit * r.uniform(0.02, 0.1)), "drawdown")
-    if p == "slow_deterioration" and month >= a.trouble_month and r.random() < 0.04:
+    # Limit requests: good customers ask now and then too (more so when near the limit).
+    ask = {"high_utiliser": 0.02, "slow_deterioration": 0.04 if month >= a.trouble_month else 0.005}.get(p, 0.004)
+    if r.random() < ask:
         _emit(events, i, a, t(), {"type": "limit_request", "amount": _money(a.limit // 2), "currency": "CNY", "channel": "app"})
 
     # Scheduled payments.

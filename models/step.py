@@ -17,7 +17,7 @@ from .events import AccountEvent, AccountOpened, DpdReport, InstalmentDue, Limit
 from .features import FEATURE_NAMES, features
 from .policy import Policy
 from .risk_model import RiskModel
-from .state import SEVERITY, AccountState, copy_state, new_state
+from .state import SEVERITY, AccountState, Instalment, copy_state, new_state
 from .velocity import INDEX, decay
 
 __all__ = ["Context", "Outcome", "StepResult", "step", "event_hash", "RECENT_IDS", "MAX_OPEN_INSTALMENTS"]
@@ -46,10 +46,15 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """A delayed label: the features and score at the statement, and what came of it."""
+    """A delayed label: the features and score at the statement, and what came of it.
+
+    ``score`` is None when the model was not yet warm at the statement (it had
+    learned fewer outcomes than the policy's ``score.min_labels``): such a score
+    was never acted on, so it is learned from but not graded.
+    """
 
     features: list[float]
-    score: float
+    score: float | None
     default: bool
 
 
@@ -59,6 +64,7 @@ class StepResult:
     decisions: list[Decision] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     duplicate: bool = False
+    model_ready: bool = False
 
 
 def event_hash(event_id: str) -> int:
@@ -91,7 +97,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
     if len(s["ids"]) > RECENT_IDS:
         del s["ids"][0]
     s["n"] += 1
-    result = StepResult(s)
+    result = StepResult(s, model_ready=ctx.model_ready)
 
     _book(s, event, ctx, result)
     _age(s, ctx, result)
@@ -101,7 +107,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
     s["score"] = score
     if isinstance(event, InstalmentDue):
         # The prediction made at the statement is the one its outcome will grade.
-        s["inst"][-1][6] = round(score, 6)
+        s["inst"][-1][6] = round(score, 6) if ctx.model_ready else None
         s["inst"][-1][7] = x
 
     move = next_state(ctx.policy, s, score, ctx.model_ready)
@@ -137,8 +143,7 @@ def _book(s: AccountState, e: AccountEvent, ctx: Context, r: StepResult) -> None
             for i in _I_LR:
                 v[i] += 1.0
     elif isinstance(e, InstalmentDue):
-        s["inst"].append([e.instalment_id, e.due_ts, e.amount, 0, 0, 0, 0.0, None])
-        v[_I_DUE] += e.amount
+        s["inst"].append([e.instalment_id, e.due_ts, e.amount, 0, 0, 0, None, None])
         if len(s["inst"]) > MAX_OPEN_INSTALMENTS:
             # Only long-delinquent lines get here, and their old instalments are
             # long labelled: fold the two oldest into one.
@@ -150,7 +155,6 @@ def _book(s: AccountState, e: AccountEvent, ctx: Context, r: StepResult) -> None
             a[7] = None
     elif isinstance(e, Payment):
         s["bal"] = max(0, s["bal"] - e.amount)
-        v[_I_PAID] += e.amount
         _allocate(s, e.amount, e.ts, r)
     elif isinstance(e, DpdReport):
         s["rdpd"], s["rts"] = e.days_past_due, e.ts
@@ -160,7 +164,12 @@ def _book(s: AccountState, e: AccountEvent, ctx: Context, r: StepResult) -> None
 
 
 def _allocate(s: AccountState, amount: int, ts: int, r: StepResult) -> None:
-    """Pay the oldest open instalments first; settle those that are paid."""
+    """Pay the oldest open instalments first; settle those that are paid.
+
+    The payment-to-due ratio counts an instalment once, when its due date
+    passes or it is settled, whichever is first; payments on an instalment
+    already past due count as they come.
+    """
     left = amount
     keep = []
     for inst in s["inst"]:
@@ -169,6 +178,8 @@ def _allocate(s: AccountState, amount: int, ts: int, r: StepResult) -> None:
             pay = min(owed, left)
             inst[3] += pay
             left -= pay
+            if inst[4]:
+                s["v"][_I_PAID] += pay
         if inst[2] - inst[3] < SETTLE_TOLERANCE:
             _settle(s, inst, ts, r)
         else:
@@ -178,7 +189,10 @@ def _allocate(s: AccountState, amount: int, ts: int, r: StepResult) -> None:
         s["rdpd"] = 0
 
 
-def _settle(s: AccountState, inst: list, ts: int, r: StepResult) -> None:
+def _settle(s: AccountState, inst: Instalment, ts: int, r: StepResult) -> None:
+    if not inst[4]:
+        s["v"][_I_DUE] += inst[2]
+        s["v"][_I_PAID] += inst[3]
     if ts < inst[1]:
         s["on_time"] += 1
         s["streak"] += 1
@@ -202,6 +216,8 @@ def _age(s: AccountState, ctx: Context, r: StepResult) -> None:
         worst = max(worst, days)
         if not inst[4]:
             inst[4] = 1
+            s["v"][_I_DUE] += inst[2]
+            s["v"][_I_PAID] += inst[3]
             s["missed"] += 1
             s["partial"] += 1 if inst[3] > 0 else 0
             s["streak"] = 0

@@ -30,6 +30,7 @@ class ReplaySummary:
     decisions: Counter[str] = field(default_factory=Counter)
     outcome_labels: list[int] = field(default_factory=list)
     outcome_scores: list[float] = field(default_factory=list)
+    cold_outcomes: int = 0
     rolling_auc: float | None = None
     drifts: int = 0
     evaluation: Evaluation | None = None
@@ -47,7 +48,8 @@ class ReplaySummary:
             f"{rej} rejected" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.rejected.items()))})" if rej else ""),
             f"{self.duplicates} duplicates",
             f"{sum(self.decisions.values())} decisions ({acts})",
-            f"{len(self.outcome_labels)} outcomes, prequential AUC "
+            f"{len(self.outcome_labels) + self.cold_outcomes} outcomes ({self.cold_outcomes} scored before warm-up),"
+            " prequential AUC "
             + ("n/a" if auc is None else f"{auc:.3f}")
             + ("" if self.rolling_auc is None else f", rolling AUC {self.rolling_auc:.3f}"),
             f"{self.drifts} drift detections",
@@ -110,8 +112,11 @@ def replay(
             summary.duplicates += 1
             continue
         s = result.state
-        tracker.observe(s["id"], s["score"], s["dpd"], SEVERITY[s["status"]])
+        tracker.observe(s["id"], s["score"] if result.model_ready else None, s["dpd"], SEVERITY[s["status"]])
         for o in result.outcomes:
+            if o.score is None:
+                summary.cold_outcomes += 1
+                continue
             summary.outcome_labels.append(int(o.default))
             summary.outcome_scores.append(o.score)
         for d in result.decisions:
