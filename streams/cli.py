@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from pathlib import Path
@@ -31,6 +32,26 @@ class _LimitedReport:
             self.stream.write(text)
         elif self.seen == self.limit + 1:
             self.stream.write("... more rejected lines are counted in the summary (see --rejects)\n")
+
+
+class _TextOut(io.RawIOBase):
+    """Turns decision JSON lines into readable lines on the way out."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        from streams.render import decision_line
+
+        for line in bytes(b).splitlines():
+            self.raw.write(decision_line(orjson.loads(line)).encode() + b"\n")
+        return len(b)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -64,7 +85,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     truth = load_truth(args.truth) if args.truth else None
     full = open(args.rejects, "w") if args.rejects else None
     report = _LimitedReport(sys.stderr, 20, full)
-    out = open(args.out, "wb") if args.out else sys.stdout.buffer
+    out: IO[bytes] = open(args.out, "wb") if args.out else sys.stdout.buffer
+    if args.text:
+        out = _TextOut(out)
     try:
         summary = replay(
             args.events, out, partitions=args.partitions, policy=policy, truth=truth, report=report,  # type: ignore[arg-type]
@@ -73,6 +96,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     finally:
         if args.out:
             out.close()
+        else:
+            out.flush()
         if full is not None:
             full.close()
     print(f"replay: {summary.line()}", file=sys.stderr)
@@ -105,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rejects", help="write every rejected line's reason here")
     r.add_argument("--checkpoint-every", type=int, default=500, help="outcomes learned between model versions")
     r.add_argument("--bad-dpd", type=int, default=30, help="days past due that make an instalment a bad outcome")
+    r.add_argument("--text", action="store_true", help="write one readable line per decision instead of JSON")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_cmd_replay)
     return p

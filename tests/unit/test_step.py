@@ -1,0 +1,147 @@
+"""The step function: delayed labels, duplicates, purity, state size, checkpoints."""
+from __future__ import annotations
+
+import copy
+
+import orjson
+import pytest
+from river import checks
+
+from models.codec import dumps
+from models.features import FEATURE_NAMES
+from models.monitor import Monitor
+from models.risk_model import RiskModel, dumps_model, loads_model
+from models.simulate import simulate
+from models.codec import decode
+
+from .helpers import Account, at, ev
+
+UTIL = FEATURE_NAMES.index("utilisation")
+
+
+def test_good_outcome_learns_features_as_they_were_at_the_statement() -> None:
+    a = Account(limit=10_000)
+    a.draw(0, 5_000)
+    a.statement(1, 5_000)
+    at_statement = list(a.state["inst"][0][7])
+    score_at_statement = a.state["inst"][0][6]
+    a.model.score = 0.33  # the model moves on; the outcome must not see it
+    a.draw(5, 4_000)  # and the account moves on too
+    assert a.outcomes == []
+    a.pay(10, 5_000)
+    assert len(a.outcomes) == 1
+    o = a.outcomes[0]
+    assert (o.default, o.features, o.score) == (False, at_statement, score_at_statement)
+    assert o.features[UTIL] == 0.5, "utilisation at the statement, not the 0.9 of later"
+
+
+def test_bad_outcome_arrives_at_30_days_past_due_once() -> None:
+    a = Account()
+    a.draw(0, 100)
+    a.statement(1, 100)  # due end of day 21
+    a.tick(50)  # 29 days past due
+    assert a.outcomes == []
+    a.tick(51)  # 30 days past due: bad
+    a.tick(52)
+    a.pay(53, 100)  # paying later does not turn it good
+    assert [o.default for o in a.outcomes] == [True]
+
+
+def test_late_settlement_before_30_days_is_a_good_outcome() -> None:
+    a = Account()
+    a.draw(0, 100)
+    a.statement(1, 100)
+    a.tick(30)
+    a.pay(31, 100)
+    assert [o.default for o in a.outcomes] == [False]
+    assert (a.state["late"], a.state["on_time"], a.state["dpd"]) == (1, 0, 0)
+
+
+def test_duplicate_delivery_changes_nothing() -> None:
+    a = Account()
+    e = ev("drawdown", at(1), amount=100, currency="CNY", channel="app")
+    a.apply(e)
+    before = copy.deepcopy(a.state)
+    r = a.apply(e)
+    assert r.duplicate and r.decisions == [] and a.state == before
+
+
+def test_step_never_mutates_its_input() -> None:
+    a = Account()
+    a.draw(0, 100)
+    a.statement(1, 100)
+    frozen = copy.deepcopy(a.state)
+    s = a.state
+    a.pay(5, 60)
+    a.tick(40)
+    assert s == frozen
+
+
+def test_out_of_order_event_does_not_turn_the_clock_back() -> None:
+    a = Account()
+    a.draw(5, 100)
+    a.draw(3, 100)
+    assert a.state["ts"] == at(5) and a.state["bal"] == 20_000
+
+
+def test_state_is_compact() -> None:
+    a = Account()
+    for m in range(3):
+        a.draw(30 * m, 100)
+        a.statement(30 * m + 1, 100)  # three open instalments with snapshots
+    assert len(a.state["inst"]) == 3
+    size = len(dumps(a.state))
+    assert size <= 1024, size
+    assert orjson.loads(dumps(a.state)) == a.state
+
+
+def test_model_checkpoint_restores_identical_scores() -> None:
+    events, _ = simulate(60, 70, seed=5)
+    m = Monitor("p0", checkpoint_every=10)
+    states: dict = {}
+    decoded = [decode(dumps(e)) for e in events]
+    half = len(decoded) // 2
+    for e in decoded[:half]:
+        r = m.apply(states.get(e.account_id), e)
+        states[e.account_id] = r.state
+    assert m.outcomes_seen > 10
+    blob = m.checkpoint()
+    twin = Monitor.restore(blob)
+    assert twin.model_version == m.model_version == "p0.v1"
+    twin_states = copy.deepcopy(states)
+    for e in decoded[half:]:
+        r1 = m.apply(states.get(e.account_id), e)
+        r2 = twin.apply(twin_states.get(e.account_id), e)
+        states[e.account_id], twin_states[e.account_id] = r1.state, r2.state
+        assert r1.state["score"] == r2.state["score"]
+        assert [d.to_dict() for d in r1.decisions] == [d.to_dict() for d in r2.decisions]
+    model = loads_model(dumps_model(m.model))
+    x = dict.fromkeys(FEATURE_NAMES, 0.5)
+    assert model.predict_proba_one(x) == m.model.predict_proba_one(x)
+
+
+def test_monitor_versions_its_model_at_each_checkpoint() -> None:
+    m = Monitor("p3", checkpoint_every=2)
+    assert m.model_version == "p3.v0" and not m.checkpoint_due
+    m.labels_since_checkpoint = 2
+    assert m.checkpoint_due
+    m.checkpoint()
+    assert m.model_version == "p3.v1" and not m.checkpoint_due
+
+
+def test_risk_model_follows_rivers_estimator_contract() -> None:
+    pytest.importorskip("sklearn")
+    for check in checks.yield_checks(RiskModel()):
+        check(copy.deepcopy(RiskModel()))
+
+
+def test_expert_scorecard_hands_over_to_the_learned_model() -> None:
+    m = RiskModel(handover_defaults=10)
+    risky = {name: 0.0 for name in FEATURE_NAMES} | {"dpd_months": 3.0, "in_arrears": 1.0}
+    safe = {name: 0.0 for name in FEATURE_NAMES} | {"on_time_payments": 2.0, "payment_to_due": 1.0}
+    cold = m.predict_proba_one(risky)[True]
+    assert cold > 0.5 > m.predict_proba_one(safe)[True], "the scorecard ranks before anything is learned"
+    for i in range(400):  # a world where the scorecard is wrong: arrears never default
+        m.learn_one(risky, False)
+        m.learn_one(safe, i % 4 == 0)
+    assert m.predict_proba_one(risky)[True] < m.predict_proba_one(safe)[True]
