@@ -68,7 +68,10 @@ class EarlyWarningTracker:
             closed[bad] += worst >= 4
             acted[bad] += worst >= 3
             warned[bad] += worst >= 1
-        rate = lambda d, k: d[k] / count[k] if count[k] else 0.0  # noqa: E731
+
+        def rate(d: dict[bool, int], k: bool) -> float:
+            return d[k] / count[k] if count[k] else 0.0
+
         return Evaluation(
             len(truth), count[True], roc_auc(ys, ps), ks_statistic(ys, ps),
             rate(closed, True), rate(closed, False), rate(acted, True), rate(acted, False), rate(warned, False),

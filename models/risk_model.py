@@ -24,6 +24,9 @@ import math
 import pickle
 from typing import Any
 
+# River's signatures take dict[Hashable, Any]; dict is invariant, so match with Any keys.
+Features = dict[Any, Any]
+
 from river import base, linear_model, optim, preprocessing
 
 __all__ = ["EXPERT_SCORECARD", "EXPERT_INTERCEPT", "RiskModel", "dumps_model", "loads_model"]
@@ -94,7 +97,7 @@ class RiskModel(base.Classifier):
     def _positive_weight(self) -> float:
         return min(max((self._n_neg + 1) / (self._n_pos + 1), 1.0), self.max_positive_weight)
 
-    def learn_one(self, x: dict[str, float], y: bool, w: float = 1.0) -> None:
+    def learn_one(self, x: Features, y: bool | str | int, w: float = 1.0) -> None:
         if y:
             self._n_pos += 1
         else:
@@ -103,23 +106,23 @@ class RiskModel(base.Classifier):
         weight = w * (self._positive_weight() if y else 1.0)
         self._clf.learn_one(self._scaled(x), y, w=weight)
 
-    def _scaled(self, x: dict[str, float]) -> dict[str, float]:
+    def _scaled(self, x: Features) -> dict[str, float]:
         c = self.clip
         return {k: -c if v < -c else c if v > c else v for k, v in self._scaler.transform_one(x).items()}
 
-    def log_odds(self, x: dict[str, float]) -> float:
+    def log_odds(self, x: Features) -> float:
         """Prior-corrected log-odds of default."""
         xs = self._scaled(x)
         weights = self._clf._weights
         z = self._clf.intercept + sum(weights.get(k, 0.0) * v for k, v in xs.items())
-        return z - math.log(self._positive_weight())
+        return float(z) - math.log(self._positive_weight())
 
     def _learned_share(self) -> float:
         if self.handover_defaults <= 0:
             return 1.0
         return min(1.0, self._n_pos / self.handover_defaults)
 
-    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
+    def predict_proba_one(self, x: Features, **kwargs: Any) -> dict[bool | str | int, float]:
         a = self._learned_share()
         p = _sigmoid(self.log_odds(x)) if a > 0.0 else 0.0
         if a < 1.0:
@@ -127,7 +130,7 @@ class RiskModel(base.Classifier):
             p = a * p + (1.0 - a) * _sigmoid(z)
         return {False: 1.0 - p, True: p}
 
-    def contributions(self, x: dict[str, float]) -> dict[str, float]:
+    def contributions(self, x: Features) -> dict[str, float]:
         """Each feature's push on the log-odds, blended as the score is."""
         a = self._learned_share()
         xs = self._scaled(x)

@@ -133,7 +133,10 @@ def _day(events: list[Any], i: int, a: _Account, day: int, day_ts: int) -> None:
     r = a.rng
     p = a.persona
     month = day // 30
-    t = lambda: day_ts + r.randrange(8 * _HOUR, 23 * _HOUR)  # noqa: E731
+
+    def t() -> int:
+        return day_ts + r.randrange(8 * _HOUR, 23 * _HOUR)
+
     defaulting = (p == "slow_deterioration" and month >= a.trouble_month + 1) or (p == "bust_out" and day > a.event_day >= 0)
 
     # Spending.

@@ -40,3 +40,9 @@ def test_importing_the_core_loads_no_adapter() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=MODELS.parent)
     assert out.stdout.strip() == "[]"
+
+
+def test_core_type_checks_strictly() -> None:
+    """STYLE: mypy strict on models/ (configured in pyproject.toml)."""
+    out = subprocess.run([sys.executable, "-m", "mypy"], capture_output=True, text=True, cwd=MODELS.parent)
+    assert out.returncode == 0, out.stdout[-3000:]
