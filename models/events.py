@@ -24,6 +24,8 @@ __all__ = [
     "PolicyUpdate",
     "Event",
     "AccountEvent",
+    "CATEGORY",
+    "CATEGORY_RANK",
 ]
 
 TRANSACTION_TYPES = ("drawdown", "purchase", "refund", "limit_request")
@@ -31,6 +33,17 @@ REPAYMENT_TYPES = ("instalment_due", "payment", "dpd_report")
 LIFECYCLE_TYPES = ("account_opened", "limit_changed")
 CONTROL_TYPES = ("policy_update",)
 EVENT_TYPES = TRANSACTION_TYPES + REPAYMENT_TYPES + LIFECYCLE_TYPES + CONTROL_TYPES
+
+# Each category travels on its own topic. At equal event time, events apply in
+# this order (control first, so a policy in force from T governs events at T),
+# and within a category in log (offset) order: replay and the stream agree on it.
+CATEGORY = {
+    **{t: "control" for t in CONTROL_TYPES},
+    **{t: "lifecycle" for t in LIFECYCLE_TYPES},
+    **{t: "transactions" for t in TRANSACTION_TYPES},
+    **{t: "repayments" for t in REPAYMENT_TYPES},
+}
+CATEGORY_RANK = {"control": 0, "lifecycle": 1, "transactions": 2, "repayments": 3}
 
 # ISO 4217 codes the platform books lines in. Amounts are kept in hundredths of
 # the unit whatever the currency, so that one integer rule serves every book.

@@ -14,12 +14,12 @@ from models.codec import DEFAULT_MAX_RECORD_BYTES, decode, dumps
 from models.engine import Engine
 from models.errors import Rejected
 from models.evaluation import EarlyWarningTracker, Evaluation
-from models.events import Event
+from models.events import CATEGORY, CATEGORY_RANK, Event
 from models.policy import Policy
 from models.quality import roc_auc
 from models.state import SEVERITY
 
-__all__ = ["ReplaySummary", "load_truth", "read_log", "replay"]
+__all__ = ["ReplaySummary", "event_order", "load_truth", "read_log", "replay"]
 
 
 @dataclass
@@ -57,10 +57,15 @@ class ReplaySummary:
         return "; ".join(parts)
 
 
+def event_order(ts: int, type_: str, seq: int) -> tuple[int, int, int]:
+    """The order events apply in: event time, then category, then log position."""
+    return (ts, CATEGORY_RANK[CATEGORY[type_]], seq)
+
+
 def read_log(lines: Iterable[bytes], summary: ReplaySummary, report: IO[str] | None,
-             max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> list[tuple[int, int, Event]]:
+             max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> list[tuple[tuple[int, int, int], Event]]:
     """Decode every line; report bad ones with their line number and go on."""
-    out: list[tuple[int, int, Event]] = []
+    out: list[tuple[tuple[int, int, int], Event]] = []
     for n, raw in enumerate(lines, 1):
         raw = raw.rstrip(b"\r\n")
         if not raw.strip():
@@ -73,7 +78,7 @@ def read_log(lines: Iterable[bytes], summary: ReplaySummary, report: IO[str] | N
             if report is not None:
                 report.write(f"line {n}: rejected: {r}\n")
             continue
-        out.append((ev.ts, n, ev))
+        out.append((event_order(ev.ts, ev.type, n), ev))
     return out
 
 
@@ -92,13 +97,12 @@ def replay(
     summary = ReplaySummary()
     with open(events_path, "rb") as f:
         log = read_log(f, summary, report)
-    # Stable: events with equal time keep their order in the file.
-    log.sort(key=lambda e: (e[0], e[1]))
+    log.sort(key=lambda e: e[0])
     engine = Engine(partitions, policy, checkpoint_every=checkpoint_every, bad_dpd=bad_dpd)
     tracker = EarlyWarningTracker(bad_dpd)
     total = len(log)
     last_draw = 0.0
-    for i, (_, n, ev) in enumerate(log):
+    for i, ((_, _, n), ev) in enumerate(log):
         try:
             result = engine.process(ev)
         except Rejected as r:
