@@ -23,6 +23,8 @@ class RejectReason(str, enum.Enum):
     UNKNOWN_ACCOUNT = "unknown_account"
     CURRENCY_MISMATCH = "currency_mismatch"
     ACCOUNT_EXISTS = "account_exists"
+    WRONG_TOPIC = "wrong_topic"
+    INTERNAL_ERROR = "internal_error"
 
 
 class Rejected(ValueError):

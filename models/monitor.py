@@ -76,8 +76,12 @@ class Monitor:
         self._policies.insert(bisect.bisect_right(keys, event.ts), (event.ts, policy))
         return policy
 
-    def apply(self, state: AccountState | None, event: AccountEvent) -> StepResult:
-        """Step one account event, then learn from any outcomes it revealed."""
+    def apply(self, state: AccountState | None, event: AccountEvent, learn: bool = True) -> StepResult:
+        """Step one account event, then learn from any outcomes it revealed.
+
+        ``learn=False`` re-applies an event whose outcomes this model already
+        learned (a worker redoing a round after a crash).
+        """
         if isinstance(event, PolicyUpdate):  # pragma: no cover - guarded by callers' typing
             raise Rejected(RejectReason.UNKNOWN_TYPE, "policy updates go to Monitor.control")
         policy = self.policy_at(event.ts)
@@ -85,7 +89,7 @@ class Monitor:
         ctx = Context(policy, self.model, self.model_version, ready, self.bad_dpd)
         result = step(state, event, ctx)
         self.drift_detected = False
-        for o in result.outcomes:
+        for o in result.outcomes if learn else ():
             # Grade the score that was given at the statement, then learn on the
             # features as they were then (point-in-time correct).
             if o.score is not None and self.quality.update(o.default, o.score):
@@ -99,6 +103,10 @@ class Monitor:
         """Serialise the shard's learned state and start a new model version."""
         self.checkpoints += 1
         self.labels_since_checkpoint = 0
+        return self.dumps()
+
+    def dumps(self) -> bytes:
+        """The shard's state as it is now (no new version); :meth:`restore` reads it."""
         return pickle.dumps(self._snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
 
     def _snapshot(self) -> dict[str, Any]:

@@ -1,0 +1,77 @@
+"""The one typed settings object, read from RISKMON_* environment variables."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Everything a worker reads. ``RISKMON_BROKER_URL`` unset means: start the embedded broker."""
+
+    model_config = SettingsConfigDict(env_prefix="RISKMON_", extra="ignore")
+
+    broker_url: str | None = Field(None, description="host:port[,host:port]; unset: embedded Tansu broker")
+    broker_kind: Literal["kafka", "tansu"] = Field("kafka", description="tansu turns on the Tansu fault workarounds")
+    app_id: str = "riskmon"
+    partitions: int = Field(4, ge=1, le=1024)
+    topic_transactions: str = "riskmon.transactions"
+    topic_repayments: str = "riskmon.repayments"
+    topic_lifecycle: str = "riskmon.lifecycle"
+    topic_control: str = "riskmon.control"
+    topic_decisions: str = "riskmon.decisions"
+    topic_deadletter: str = "riskmon.deadletter"
+    store: str = Field("memory://", description="memory:// or rocksdb://")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    datadir: Path = Path("./var/riskmon")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=1, le=65535, description="Faust web and /metrics")
+    batch_size: int = Field(1000, ge=1)
+    batch_wait_s: float = Field(0.05, gt=0)
+    max_record_bytes: int = Field(16_384, ge=256)
+    checkpoint_every: int = Field(500, ge=1, description="outcomes learned between model versions")
+    bad_dpd: int = Field(30, ge=1)
+    policy_file: Path | None = None
+    session_timeout_s: float = Field(10.0, gt=0)
+    heartbeat_s: float = Field(1.0, gt=0)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        if self.security_protocol.startswith("SASL"):
+            if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs RISKMON_SASL_MECHANISM, "
+                    "RISKMON_SASL_USERNAME and RISKMON_SASL_PASSWORD"
+                )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"RISKMON_{name.upper()} {path} is not a readable file")
+        if not (self.store.startswith("memory://") or self.store.startswith("rocksdb://")):
+            raise ValueError("RISKMON_STORE must be memory:// or rocksdb://")
+        return self
+
+    @property
+    def input_topics(self) -> dict[str, str]:
+        """Category -> topic name."""
+        return {
+            "control": self.topic_control,
+            "lifecycle": self.topic_lifecycle,
+            "transactions": self.topic_transactions,
+            "repayments": self.topic_repayments,
+        }
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [*self.input_topics.values(), self.topic_decisions, self.topic_deadletter]

@@ -1,0 +1,58 @@
+"""Create the monitor's topics (idempotent)."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from .settings import Settings
+
+__all__ = ["create_topics", "client_config"]
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """aiokafka connection settings (security) from the typed settings."""
+    cfg: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol.startswith("SASL"):
+        assert settings.sasl_password is not None
+        cfg.update(sasl_mechanism=settings.sasl_mechanism, sasl_plain_username=settings.sasl_username,
+                   sasl_plain_password=settings.sasl_password.get_secret_value())
+    if "SSL" in settings.security_protocol:
+        from aiokafka.helpers import create_ssl_context
+
+        cfg["ssl_context"] = create_ssl_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
+            certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+            keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        )
+    return cfg
+
+
+async def create_topics(settings: Settings, bootstrap: str, timeout_s: float = 20.0) -> list[str]:
+    """Create every topic the monitor uses with ``settings.partitions`` partitions; return those created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_config(settings))
+    await asyncio.wait_for(admin.start(), timeout_s)
+    created: list[str] = []
+    try:
+        existing = set(await admin.list_topics())
+        # Co-partitioned: every input, output and the tables' changelogs share the partition count.
+        want = [t for t in settings.all_topics if t not in existing]
+        for name in want:
+            try:
+                await admin.create_topics([NewTopic(name, settings.partitions, 1)])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+        described = await admin.describe_topics(settings.all_topics)
+        for d in described:
+            n = len(d.get("partitions", []))
+            if n and n != settings.partitions:
+                raise RuntimeError(
+                    f"topic {d['topic']} has {n} partitions, the monitor is set to {settings.partitions}: "
+                    "co-partitioned topics must match (set RISKMON_PARTITIONS)"
+                )
+    finally:
+        await admin.close()
+    return created
