@@ -105,9 +105,19 @@ class Monitor:
         self.labels_since_checkpoint = 0
         return self.dumps()
 
-    def dumps(self) -> bytes:
-        """The shard's state as it is now (no new version); :meth:`restore` reads it."""
-        return pickle.dumps(self._snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
+    def dumps(self, with_quality: bool = True) -> bytes:
+        """The shard's state as it is now (no new version); :meth:`restore` reads it.
+
+        The score-quality tracker (rolling AUC window: ~25 KB) changes no
+        decision, so a stream can save it less often with :meth:`dumps_quality`.
+        """
+        snap = self._snapshot()
+        if not with_quality:
+            del snap["quality"]
+        return pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def dumps_quality(self) -> bytes:
+        return pickle.dumps(self.quality, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _snapshot(self) -> dict[str, Any]:
         return {
@@ -119,11 +129,14 @@ class Monitor:
         }
 
     @classmethod
-    def restore(cls, data: bytes) -> Monitor:
+    def restore(cls, data: bytes, quality: bytes | None = None) -> Monitor:
         """A monitor from :meth:`checkpoint` bytes: it scores exactly as the one saved."""
         snap = pickle.loads(data)
         m = cls(snap["name"], model=snap["model"], checkpoint_every=snap["checkpoint_every"], bad_dpd=snap["bad_dpd"])
-        m.quality = snap["quality"]
+        if "quality" in snap:
+            m.quality = snap["quality"]
+        elif quality is not None:
+            m.quality = pickle.loads(quality)
         m.checkpoints = snap["checkpoints"]
         m.labels_since_checkpoint = snap["labels_since_checkpoint"]
         m.outcomes_seen = snap["outcomes_seen"]

@@ -6,12 +6,15 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, TYPE_CHECKING, Sequence
 
 import orjson
 
 from models.errors import Rejected
 from models.policy import load_policy
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 __all__ = ["main"]
 
@@ -107,6 +110,61 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings() -> "Settings":
+    from streams.settings import Settings
+
+    return Settings()
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from streams.worker import run_worker
+
+    run_worker(_settings(), loglevel=args.loglevel)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from streams.worker import run_all
+
+    return run_all(_settings(), Path(args.events) if args.events else None, args.accounts, args.days, args.seed,
+                   args.rate, args.idle, sys.stdout)
+
+
+def _bootstrap(settings: "Settings") -> str:
+    if not settings.broker_url:
+        raise ValueError("RISKMON_BROKER_URL is not set (the embedded broker lives only as long as `riskmon run`)")
+    return settings.broker_url
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.produce import produce
+    from streams.topics import create_topics
+
+    settings = _settings()
+    bootstrap = _bootstrap(settings)
+    asyncio.run(create_topics(settings, bootstrap))
+    summary = asyncio.run(produce(args.events, settings, bootstrap, report=_LimitedReport(sys.stderr, 20, None),
+                                  include_bad=args.include_bad, rate=args.rate))
+    skipped = sum(summary.skipped.values())
+    print(f"produced {summary.sent} events as {summary.records} records; {skipped} bad lines "
+          f"{'sent raw' if args.include_bad else 'skipped'}", file=sys.stderr)
+    return 0
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.tail import tail
+
+    settings = _settings()
+    counts = asyncio.run(tail(settings, _bootstrap(settings), sys.stdout, as_json=args.json,
+                              from_beginning=not args.latest, max_count=args.max, idle_s=args.idle, group=args.group))
+    print(f"tail: {counts['decisions']} decisions ({counts['repeats']} repeated deliveries not shown)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="riskmon", description="Streaming early warning for consumer credit lines.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -133,6 +191,33 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--text", action="store_true", help="write one readable line per decision instead of JSON")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_cmd_replay)
+
+    w = sub.add_parser("worker", help="run a stream worker against RISKMON_BROKER_URL (settings: RISKMON_* env)")
+    w.add_argument("--loglevel", default="warn", choices=["debug", "info", "warn", "error"])
+    w.set_defaults(func=_cmd_worker)
+
+    u = sub.add_parser("run", help="embedded broker + worker + simulated feed, printing decisions (Ctrl-C stops)")
+    u.add_argument("--events", help="replay this JSONL log instead of simulating")
+    u.add_argument("--accounts", type=int, default=500)
+    u.add_argument("--days", type=int, default=90)
+    u.add_argument("--seed", type=int, default=7)
+    u.add_argument("--rate", type=float, help="events per second to feed (default: as fast as possible)")
+    u.add_argument("--idle", type=float, help="stop after this many seconds without a decision (default: never)")
+    u.set_defaults(func=_cmd_run)
+
+    o = sub.add_parser("produce", help="publish a JSONL event log to the input topics")
+    o.add_argument("events")
+    o.add_argument("--include-bad", action="store_true", help="send lines the codec refuses too (they will be dead-lettered)")
+    o.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    o.set_defaults(func=_cmd_produce)
+
+    t = sub.add_parser("tail", help="print decisions from the decisions topic")
+    t.add_argument("--json", action="store_true", help="one JSON object per line")
+    t.add_argument("--latest", action="store_true", help="only decisions from now on")
+    t.add_argument("--max", type=int, help="stop after this many decisions")
+    t.add_argument("--idle", type=float, help="stop after this many seconds without one")
+    t.add_argument("--group", help="consumer group (commits its position)")
+    t.set_defaults(func=_cmd_tail)
     return p
 
 
@@ -143,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Rejected as r:
         print(f"riskmon: {r}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         print(f"riskmon: {exc}", file=sys.stderr)
         return 2
 

@@ -34,6 +34,8 @@ from models.state import AccountState
 __all__ = ["Ports", "StreamProcessor", "Held", "SHARD_KEY_PREFIX"]
 
 SHARD_KEY_PREFIX = b"__shard__:"
+QUALITY_KEY_PREFIX = b"__quality__:"
+QUALITY_EVERY_ROUNDS = 50
 # How many ids of events whose outcomes the saved model learned it keeps.
 _LEARNED_MEMORY = 4096
 
@@ -67,6 +69,7 @@ class _Shard:
     last_offset: dict[str, int] = field(default_factory=dict)
     applied_ts: int = -1
     learned: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
+    rounds: int = 0
     states: dict[str, AccountState | None] = field(default_factory=dict)
 
 
@@ -103,7 +106,7 @@ class StreamProcessor:
             if blob is not None:
                 n = int.from_bytes(blob[:8], "big")
                 learned = dict.fromkeys(orjson.loads(blob[8 : 8 + n]))
-                monitor = Monitor.restore(blob[8 + n :])
+                monitor = Monitor.restore(blob[8 + n :], self.ports.get(QUALITY_KEY_PREFIX + str(partition).encode()))
             else:
                 monitor = Monitor(f"p{partition}", self.policy, checkpoint_every=self.checkpoint_every, bad_dpd=self.bad_dpd)
                 learned = {}
@@ -201,7 +204,10 @@ class StreamProcessor:
         ids = orjson.dumps(list(sh.learned))
         anchor = ready[-1].handle
         self.ports.put(anchor, SHARD_KEY_PREFIX + str(sh.partition).encode(),
-                       len(ids).to_bytes(8, "big") + ids + sh.monitor.dumps())
+                       len(ids).to_bytes(8, "big") + ids + sh.monitor.dumps(with_quality=False))
+        sh.rounds += 1
+        if sh.rounds % QUALITY_EVERY_ROUNDS == 0:
+            self.ports.put(anchor, QUALITY_KEY_PREFIX + str(sh.partition).encode(), sh.monitor.dumps_quality())
         for aid, (handle, state) in writes.items():
             sh.states[aid] = state
             self.ports.put(handle, aid.encode(), dumps(state))

@@ -19,12 +19,7 @@ class Settings(BaseSettings):
     broker_kind: Literal["kafka", "tansu"] = Field("kafka", description="tansu turns on the Tansu fault workarounds")
     app_id: str = "riskmon"
     partitions: int = Field(4, ge=1, le=1024)
-    topic_transactions: str = "riskmon.transactions"
-    topic_repayments: str = "riskmon.repayments"
-    topic_lifecycle: str = "riskmon.lifecycle"
-    topic_control: str = "riskmon.control"
-    topic_decisions: str = "riskmon.decisions"
-    topic_deadletter: str = "riskmon.deadletter"
+    topic_prefix: str = Field("riskmon", description="topics are PREFIX.transactions, PREFIX.decisions, ...")
     store: str = Field("memory://", description="memory:// or rocksdb://")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     datadir: Path = Path("./var/riskmon")
@@ -64,13 +59,16 @@ class Settings(BaseSettings):
 
     @property
     def input_topics(self) -> dict[str, str]:
-        """Category -> topic name."""
-        return {
-            "control": self.topic_control,
-            "lifecycle": self.topic_lifecycle,
-            "transactions": self.topic_transactions,
-            "repayments": self.topic_repayments,
-        }
+        """Category -> topic name (control, lifecycle, transactions, repayments)."""
+        return {c: f"{self.topic_prefix}.{c}" for c in ("control", "lifecycle", "transactions", "repayments")}
+
+    @property
+    def topic_decisions(self) -> str:
+        return f"{self.topic_prefix}.decisions"
+
+    @property
+    def topic_deadletter(self) -> str:
+        return f"{self.topic_prefix}.deadletter"
 
     @property
     def all_topics(self) -> list[str]:

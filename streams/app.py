@@ -1,0 +1,154 @@
+"""The Faust app: topics, the state table, one agent over the four input topics.
+
+The agent stays thin: records go to :class:`streams.processor.StreamProcessor`,
+which calls back here to read and write the table, send decisions and dead
+letters, and ack.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from typing import Any, Callable, Iterator
+
+import faust
+from faust.streams import _current_event  # the table writes to the changelog partition of the "current" event
+from faust.types import TP
+
+from models.policy import load_policy
+
+from .processor import StreamProcessor
+from .settings import Settings
+from .topics import client_config
+
+__all__ = ["build_app"]
+
+
+@contextlib.contextmanager
+def _as_event(event: Any) -> Iterator[None]:
+    """Make ``event`` Faust's current event, so a table write lands in its partition.
+
+    Records of one round all come from one partition, but the round may run in
+    a timer or after a batch that mixed partitions.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class FaustPorts:
+    def __init__(self, table: Any, decisions: Any, deadletter: Any) -> None:
+        self.table, self.decisions, self.deadletter = table, decisions, deadletter
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.table.get(key)  # type: ignore[no-any-return]
+
+    def put(self, handle: Any, key: bytes, value: bytes) -> None:
+        with _as_event(handle):
+            self.table[key] = value
+
+    def send_decision(self, handle: Any, account_id: str, value: bytes) -> None:
+        self.decisions.send_soon(key=account_id.encode(), value=value)
+
+    def send_deadletter(self, handle: Any, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        self.deadletter.send_soon(key=key, value=value, headers=headers)
+
+    def ack(self, handle: Any) -> None:
+        handle.ack()
+
+
+def _credentials(settings: Settings) -> Any:
+    cfg = client_config(settings)
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=cfg["sasl_plain_username"], password=cfg["sasl_plain_password"],
+            mechanism=cfg["sasl_mechanism"], ssl_context=cfg.get("ssl_context"),
+        )
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(cfg["ssl_context"])
+    return None
+
+
+def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[str, Any]], None] | None = None) -> tuple[faust.App, StreamProcessor]:
+    if settings.broker_kind == "tansu":
+        from . import tansu_list_offsets
+
+        tansu_list_offsets.install(bootstrap, **client_config(settings))
+    settings.datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h}" for h in bootstrap.split(",")],
+        broker_credentials=_credentials(settings),
+        store=settings.store,
+        datadir=str(settings.datadir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee=settings.processing_guarantee,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_s,
+        producer_linger=0.005,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+        logging_config=None,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    names = settings.input_topics
+    category_of = {t: c for c, t in names.items()}
+    inputs = app.topic(*names.values(), partitions=settings.partitions, **raw)
+    decisions = app.topic(settings.topic_decisions, partitions=settings.partitions, **raw)
+    deadletter = app.topic(settings.topic_deadletter, partitions=settings.partitions, **raw)
+    table = app.Table("accounts", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    policy = load_policy(settings.policy_file) if settings.policy_file else None
+    proc = StreamProcessor(
+        FaustPorts(table, decisions, deadletter), policy=policy, checkpoint_every=settings.checkpoint_every,
+        bad_dpd=settings.bad_dpd, max_record_bytes=settings.max_record_bytes, on_decision=on_decision,
+    )
+    lock = asyncio.Lock()
+
+    def caught_up(partition: int) -> Callable[[str], bool]:
+        shard = proc.shards.get(partition)
+
+        def check(category: str) -> bool:
+            tp = TP(names[category], partition)
+            hw = app.consumer.highwater(tp)
+            if hw is None or hw < 0:
+                return False
+            seen = shard.last_offset.get(category, -1) + 1 if shard else 0
+            # Faust seeks to the committed offset on assignment: records before it
+            # were applied in an earlier life and will not be delivered again.
+            committed = app.consumer._committed_offset.get(tp) or 0
+            return max(seen, committed) >= hw
+
+        return check
+
+    @app.agent(inputs)
+    async def monitor(stream: Any) -> None:
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+            async with lock:
+                touched = set()
+                for ev in events:
+                    m = ev.message
+                    proc.ingest(category_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value, ev)
+                    touched.add(m.partition)
+                for p in touched:
+                    proc.release(p, caught_up(p))
+
+    @app.timer(0.2)
+    async def release_held() -> None:
+        """Held events wait for a topic to catch up; nothing else may wake them."""
+        async with lock:
+            for p in list(proc.shards):
+                proc.release(p, caught_up(p))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        async with lock:
+            proc.revoke({tp.partition for tp in revoked if tp.topic in category_of})
+
+    app.riskmon_processor = proc  # type: ignore[attr-defined]
+    return app, proc

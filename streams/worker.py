@@ -1,0 +1,124 @@
+"""Run a worker, and `riskmon run`: the embedded broker, a worker, a feed and a tail in one command."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+from .broker import EmbeddedBroker
+from .settings import Settings
+from .topics import create_topics
+
+__all__ = ["run_worker", "run_all"]
+
+
+def run_worker(settings: Settings, loglevel: str = "warn") -> None:
+    """Run one worker until stopped (SIGTERM or Ctrl-C). Needs RISKMON_BROKER_URL."""
+    import faust
+
+    from .app import build_app
+
+    if not settings.broker_url:
+        raise ValueError("RISKMON_BROKER_URL is not set: point it at Kafka, or use `riskmon run` for the embedded broker")
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(create_topics(settings, settings.broker_url))
+    app, _ = build_app(settings, settings.broker_url)
+    worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+def _worker_env(settings: Settings, bootstrap: str, kind: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(RISKMON_BROKER_URL=bootstrap, RISKMON_BROKER_KIND=kind, RISKMON_PARTITIONS=str(settings.partitions),
+               RISKMON_TOPIC_PREFIX=settings.topic_prefix, RISKMON_APP_ID=settings.app_id,
+               RISKMON_DATADIR=str(settings.datadir), RISKMON_WEB_PORT=str(settings.web_port))
+    return env
+
+
+def start_worker_process(settings: Settings, bootstrap: str, kind: str, log: IO[bytes] | None = None,
+                         extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = _worker_env(settings, bootstrap, kind) | (extra_env or {})
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                            stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT if log else None)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_all(settings: Settings, events: Path | None, accounts: int, days: int, seed: int, rate: float | None,
+            idle_s: float | None, out: IO[str]) -> int:
+    """The embedded default: broker (unless RISKMON_BROKER_URL is set), topics, worker, feed, tail."""
+    from models.simulate import simulate
+
+    from .produce import produce
+    from .tail import tail
+
+    broker: EmbeddedBroker | None = None
+    if settings.broker_url:
+        bootstrap, kind = settings.broker_url, settings.broker_kind
+    else:
+        broker = EmbeddedBroker().start()
+        bootstrap, kind = broker.url, "tansu"
+        settings = settings.model_copy(update={"broker_url": bootstrap, "broker_kind": kind})
+        print(f"riskmon: embedded broker (Tansu) on {bootstrap}", file=sys.stderr)
+    worker = None
+    try:
+        asyncio.run(create_topics(settings, bootstrap))
+        if events is None:
+            tmp = Path(tempfile.mkdtemp(prefix="riskmon-")) / "events.jsonl"
+            evs, _ = simulate(accounts, days, seed)
+            import orjson
+
+            tmp.write_bytes(b"".join(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) + b"\n" for e in evs))
+            events = tmp
+            print(f"riskmon: simulated {len(evs)} events for {accounts} accounts over {days} days", file=sys.stderr)
+        worker = start_worker_process(settings, bootstrap, kind)
+        print(f"riskmon: worker started (web and metrics on http://{settings.web_host}:{settings.web_port}/); "
+              "decisions follow. Ctrl-C to stop.", file=sys.stderr)
+
+        async def feed_and_tail() -> dict[str, int]:
+            tail_task = asyncio.create_task(tail(settings, bootstrap, out, idle_s=idle_s))
+
+            async def watch() -> None:
+                while worker.poll() is None:
+                    await asyncio.sleep(0.5)
+                raise RuntimeError(f"the worker exited with code {worker.returncode}; see its output above")
+
+            watchdog = asyncio.create_task(watch())
+            summary = await produce(events, settings, bootstrap, rate=rate)  # type: ignore[arg-type]
+            print(f"riskmon: produced {summary.sent} events", file=sys.stderr)
+            done, _ = await asyncio.wait({tail_task, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            watchdog.cancel()
+            if tail_task not in done:
+                tail_task.cancel()
+            return await next(iter(done))  # type: ignore[no-any-return]
+
+        t0 = time.monotonic()
+        counts = asyncio.run(feed_and_tail())
+        print(f"riskmon: {counts['decisions']} decisions in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        return 0
+    except KeyboardInterrupt:
+        print("\nriskmon: stopping", file=sys.stderr)
+        return 0
+    except RuntimeError as exc:
+        print(f"riskmon: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        if broker is not None:
+            broker.stop()
