@@ -17,7 +17,7 @@ from faust.types import TP
 
 from models.policy import load_policy
 
-from .processor import StreamProcessor
+from .processor import Round, StreamProcessor
 from .settings import Settings
 from .topics import client_config
 
@@ -45,18 +45,19 @@ class FaustPorts:
     def get(self, key: bytes) -> bytes | None:
         return self.table.get(key)  # type: ignore[no-any-return]
 
-    def put(self, handle: Any, key: bytes, value: bytes) -> None:
-        with _as_event(handle):
-            self.table[key] = value
-
-    def send_decision(self, handle: Any, account_id: str, value: bytes) -> None:
-        self.decisions.send_soon(key=account_id.encode(), value=value)
-
-    def send_deadletter(self, handle: Any, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        self.deadletter.send_soon(key=key, value=value, headers=headers)
-
-    def ack(self, handle: Any) -> None:
-        handle.ack()
+    async def write(self, rnd: Round) -> None:
+        """Make a round durable in the order the processor's recovery relies on."""
+        sent = [await self.decisions.send(key=aid.encode(), value=value) for aid, value in rnd.decisions]
+        sent += [await self.deadletter.send(key=key, value=value, headers=headers) for key, value, headers in rnd.dead]
+        if sent:
+            await asyncio.gather(*sent)  # delivered before the snapshot can say "applied"
+        with _as_event(rnd.anchor):
+            for key, value in rnd.states:
+                self.table[key] = value
+            for key, value in rnd.snapshot:
+                self.table[key] = value
+        for handle in rnd.acks:
+            handle.ack()
 
 
 def _credentials(settings: Settings) -> Any:
@@ -104,8 +105,9 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
     deadletter = app.topic(settings.topic_deadletter, partitions=settings.partitions, **raw)
     table = app.Table("accounts", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes)
     policy = load_policy(settings.policy_file) if settings.policy_file else None
+    ports = FaustPorts(table, decisions, deadletter)
     proc = StreamProcessor(
-        FaustPorts(table, decisions, deadletter), policy=policy, checkpoint_every=settings.checkpoint_every,
+        ports, policy=policy, checkpoint_every=settings.checkpoint_every,
         bad_dpd=settings.bad_dpd, max_record_bytes=settings.max_record_bytes, on_decision=on_decision,
     )
     lock = asyncio.Lock()
@@ -136,14 +138,18 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
                     proc.ingest(category_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value, ev)
                     touched.add(m.partition)
                 for p in touched:
-                    proc.release(p, caught_up(p))
+                    rnd = proc.release(p, caught_up(p))
+                    if rnd is not None:
+                        await ports.write(rnd)
 
     @app.timer(0.2)
     async def release_held() -> None:
         """Held events wait for a topic to catch up; nothing else may wake them."""
         async with lock:
             for p in list(proc.shards):
-                proc.release(p, caught_up(p))
+                rnd = proc.release(p, caught_up(p))
+                if rnd is not None:
+                    await ports.write(rnd)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:

@@ -8,15 +8,19 @@ event or has nothing more to deliver. Events that arrive after later ones were
 applied are applied at once and counted as late (the account clock never runs
 back).
 
-Per partition there is one :class:`models.monitor.Monitor` (one model), and
-its snapshot is written to the state table before the account states of each
-round, so a restarted worker resumes with the model it had. Events are acked
-only once applied, so an event held in the buffer is never committed past.
+Each partition has one :class:`models.monitor.Monitor` (one model). Applying
+events gives a :class:`Round`, which the host makes durable in this order:
+decisions and dead letters delivered, account states written, then the
+partition's snapshot (model, policy timeline and the input offsets applied), then
+the input acked. A worker killed at any point resumes from the last snapshot:
+offsets it records as applied are skipped, and an account whose state was
+written after that snapshot recognises the event by its id. Decisions of a
+round that was not finished may be delivered again, with the same ids.
 """
 from __future__ import annotations
 
 import heapq
-import itertools
+import pickle
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,23 +35,41 @@ from models.monitor import Monitor
 from models.policy import Policy
 from models.state import AccountState
 
-__all__ = ["Ports", "StreamProcessor", "Held", "SHARD_KEY_PREFIX"]
+__all__ = ["Ports", "StreamProcessor", "Held", "Round", "OffsetSet", "SHARD_KEY_PREFIX", "QUALITY_KEY_PREFIX"]
 
 SHARD_KEY_PREFIX = b"__shard__:"
 QUALITY_KEY_PREFIX = b"__quality__:"
 QUALITY_EVERY_ROUNDS = 50
-# How many ids of events whose outcomes the saved model learned it keeps.
-_LEARNED_MEMORY = 4096
 
 
 class Ports(Protocol):
     """What the processor needs from its host (the Faust app, or a test)."""
 
     def get(self, key: bytes) -> bytes | None: ...
-    def put(self, handle: Any, key: bytes, value: bytes) -> None: ...
-    def send_decision(self, handle: Any, account_id: str, value: bytes) -> None: ...
-    def send_deadletter(self, handle: Any, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None: ...
-    def ack(self, handle: Any) -> None: ...
+
+
+class OffsetSet:
+    """Offsets of one topic partition that were applied: all below ``low``, plus ``extra``.
+
+    >>> s = OffsetSet(10); s.add(11); s.add(10); s.low, sorted(s.extra), 9 in s, 12 in s
+    (12, [], True, False)
+    """
+
+    def __init__(self, low: int) -> None:
+        self.low = low
+        self.extra: set[int] = set()
+
+    def add(self, offset: int) -> None:
+        if offset == self.low:
+            self.low += 1
+            while self.low in self.extra:
+                self.extra.discard(self.low)
+                self.low += 1
+        elif offset > self.low:
+            self.extra.add(offset)
+
+    def __contains__(self, offset: int) -> bool:
+        return offset < self.low or offset in self.extra
 
 
 @dataclass(order=True)
@@ -55,22 +77,37 @@ class Held:
     order: tuple[int, int, int]
     event: Event = field(compare=False)
     raw: bytes = field(compare=False)
+    category: str = field(compare=False)
     topic: str = field(compare=False)
     offset: int = field(compare=False)
     handle: Any = field(compare=False)
 
 
 @dataclass
+class Round:
+    """The output of one round in one partition, in the order it must be made durable."""
+
+    partition: int
+    anchor: Any  # a handle from this partition (the host writes the table in its context)
+    decisions: list[tuple[str, bytes]] = field(default_factory=list)
+    dead: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
+    states: list[tuple[bytes, bytes]] = field(default_factory=list)
+    snapshot: list[tuple[bytes, bytes]] = field(default_factory=list)
+    acks: list[Any] = field(default_factory=list)
+
+
+@dataclass
 class _Shard:
     partition: int
     monitor: Monitor
+    applied: dict[str, OffsetSet] = field(default_factory=dict)
     heap: list[Held] = field(default_factory=list)
     max_ts: dict[str, int] = field(default_factory=dict)
     last_offset: dict[str, int] = field(default_factory=dict)
     applied_ts: int = -1
-    learned: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
     rounds: int = 0
     states: dict[str, AccountState | None] = field(default_factory=dict)
+    dead: list[tuple[Any, tuple[bytes | None, bytes, list[tuple[str, bytes]]]]] = field(default_factory=list)
 
 
 class StreamProcessor:
@@ -95,8 +132,7 @@ class StreamProcessor:
         self.counts: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.decisions: Counter[str] = Counter()
-        self.latency_s: list[float] = []
-        self._seq = itertools.count()
+        self.round_seconds: list[float] = []
 
     # -- partitions -------------------------------------------------------
     def shard(self, partition: int) -> _Shard:
@@ -104,13 +140,17 @@ class StreamProcessor:
         if sh is None:
             blob = self.ports.get(SHARD_KEY_PREFIX + str(partition).encode())
             if blob is not None:
-                n = int.from_bytes(blob[:8], "big")
-                learned = dict.fromkeys(orjson.loads(blob[8 : 8 + n]))
-                monitor = Monitor.restore(blob[8 + n :], self.ports.get(QUALITY_KEY_PREFIX + str(partition).encode()))
+                snap = pickle.loads(blob)
+                monitor = Monitor.restore(snap["monitor"], self.ports.get(QUALITY_KEY_PREFIX + str(partition).encode()))
+                applied = {}
+                for cat, (low, extra) in snap["applied"].items():
+                    applied[cat] = OffsetSet(low)
+                    applied[cat].extra = set(extra)
+                sh = _Shard(partition, monitor, applied, applied_ts=snap["applied_ts"], rounds=snap["rounds"])
             else:
                 monitor = Monitor(f"p{partition}", self.policy, checkpoint_every=self.checkpoint_every, bad_dpd=self.bad_dpd)
-                learned = {}
-            sh = self.shards[partition] = _Shard(partition, monitor, learned=learned)
+                sh = _Shard(partition, monitor)
+            self.shards[partition] = sh
         return sh
 
     def revoke(self, partitions: set[int]) -> None:
@@ -120,104 +160,108 @@ class StreamProcessor:
 
     # -- records ----------------------------------------------------------
     def ingest(self, category: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, handle: Any) -> None:
-        """Take one record: dead-letter it at once, or hold it for ordering."""
+        """Take one record: skip it if applied before, dead-letter it, or hold it for ordering."""
         raw = value or b""
         self.counts["received"] += 1
+        sh = self.shard(partition)
+        done = sh.applied.get(category)
+        if done is None:
+            # Records of a topic partition arrive in offset order: the first one
+            # seen marks where this life starts.
+            done = sh.applied[category] = OffsetSet(offset)
+        elif offset in done:
+            self.counts["redelivered"] += 1
+            sh.dead.append((handle, None))  # nothing to send; ack with the next round
+            return
+        sh.last_offset[category] = max(sh.last_offset.get(category, -1), offset)
         try:
             event = decode(raw, self.max_record_bytes)
             if CATEGORY[event.type] != category:
                 raise Rejected(RejectReason.WRONG_TOPIC, f"a {event.type} event on the {category} topic")
         except Rejected as r:
-            self._deadletter(handle, topic, partition, offset, key, raw, r.reason.value, r.detail)
-            self.ports.ack(handle)
+            done.add(offset)
+            sh.dead.append((handle, self._deadletter(topic, partition, offset, key, raw, r.reason.value, r.detail)))
             return
-        sh = self.shard(partition)
         sh.max_ts[category] = max(sh.max_ts.get(category, event.ts), event.ts)
-        sh.last_offset[category] = max(sh.last_offset.get(category, -1), offset)
         if event.ts < sh.applied_ts:
             self.counts["late"] += 1
-        heapq.heappush(sh.heap, Held((event.ts, CATEGORY_RANK[category], offset), event, raw, topic, offset, handle))
+        heapq.heappush(sh.heap, Held((event.ts, CATEGORY_RANK[category], offset), event, raw, category, topic, offset, handle))
 
-    def release(self, partition: int, caught_up: Callable[[str], bool]) -> int:
-        """Apply every held event of ``partition`` that no topic can still precede; return how many."""
+    def release(self, partition: int, caught_up: Callable[[str], bool]) -> Round | None:
+        """Apply every held event of ``partition`` that no topic can still precede."""
         sh = self.shards.get(partition)
-        if sh is None or not sh.heap:
-            return 0
-        bounds = [ts for cat, ts in ((c, sh.max_ts.get(c)) for c in CATEGORY_RANK) if not caught_up(cat)]
-        if any(b is None for b in bounds):
-            return 0  # a topic that has not delivered yet and may still
-        watermark = min((b for b in bounds if b is not None), default=None)
+        if sh is None or not (sh.heap or sh.dead):
+            return None
         ready: list[Held] = []
-        while sh.heap and (watermark is None or sh.heap[0].order[0] <= watermark):
-            ready.append(heapq.heappop(sh.heap))
-        if ready:
-            self._apply_round(sh, ready)
-        return len(ready)
+        if sh.heap:
+            bounds = [sh.max_ts.get(c) for c in CATEGORY_RANK if not caught_up(c)]
+            if all(b is not None for b in bounds):
+                watermark = min((b for b in bounds if b is not None), default=None)
+                while sh.heap and (watermark is None or sh.heap[0].order[0] <= watermark):
+                    ready.append(heapq.heappop(sh.heap))
+        if not ready and not sh.dead:
+            return None
+        return self._round(sh, ready)
 
     def held(self) -> int:
         return sum(len(sh.heap) for sh in self.shards.values())
 
     # -- internals --------------------------------------------------------
-    def _apply_round(self, sh: _Shard, ready: list[Held]) -> None:
+    def _round(self, sh: _Shard, ready: list[Held]) -> Round:
         t0 = time.perf_counter()
-        writes: dict[str, tuple[Any, AccountState]] = {}
-        out: list[tuple[Any, str, bytes]] = []
-        dead: list[tuple[Held, str, str]] = []
-        learned_before = sh.learned
-        learned_now: dict[str, None] = {}
+        anchor = ready[-1].handle if ready else sh.dead[-1][0]
+        rnd = Round(sh.partition, anchor)
+        for handle, dead in sh.dead:
+            if dead is not None:
+                rnd.dead.append(dead)
+            rnd.acks.append(handle)
+        sh.dead = []
+        writes: dict[str, AccountState] = {}
         for h in ready:
             ev = h.event
             sh.applied_ts = max(sh.applied_ts, ev.ts)
+            sh.applied[h.category].add(h.offset)
+            rnd.acks.append(h.handle)
             try:
                 if isinstance(ev, PolicyUpdate):
                     sh.monitor.control(ev)
                     self.counts["applied"] += 1
                     continue
                 aid = ev.account_id
-                state = writes[aid][1] if aid in writes else self._state(sh, aid)
-                result = sh.monitor.apply(state, ev, learn=ev.event_id not in learned_before)
+                state = writes[aid] if aid in writes else self._state(sh, aid)
+                result = sh.monitor.apply(state, ev)
             except Rejected as r:
-                dead.append((h, r.reason.value, r.detail))
+                rnd.dead.append(self._deadletter(h.topic, sh.partition, h.offset, ev.account_id.encode(), h.raw, r.reason.value, r.detail))
                 continue
             except Exception as exc:  # a poison record must not stop the partition
-                dead.append((h, RejectReason.INTERNAL_ERROR.value, f"{type(exc).__name__}: {str(exc)[:200]}"))
+                rnd.dead.append(self._deadletter(h.topic, sh.partition, h.offset, ev.account_id.encode(), h.raw,
+                                                 RejectReason.INTERNAL_ERROR.value, f"{type(exc).__name__}: {str(exc)[:200]}"))
                 continue
             if result.duplicate:
                 self.counts["duplicate"] += 1
                 continue
             self.counts["applied"] += 1
-            if result.outcomes:
-                learned_now[ev.event_id] = None
-            writes[aid] = (h.handle, result.state)
+            writes[aid] = result.state
             for d in result.decisions:
                 body = d.to_dict()
                 self.decisions[d.action] += 1
-                out.append((h.handle, aid, dumps(body)))
+                rnd.decisions.append((aid, dumps(body)))
                 if self.on_decision is not None:
                     self.on_decision(body)
             if sh.monitor.checkpoint_due:
                 sh.monitor.checkpoint()
-        # The model first, then the accounts: a crash in between leaves a model
-        # that already learned the round, and the ids below stop it learning twice.
-        merged = {**learned_before, **learned_now}
-        sh.learned = merged if len(merged) <= _LEARNED_MEMORY else dict.fromkeys(list(merged)[-_LEARNED_MEMORY:])
-        ids = orjson.dumps(list(sh.learned))
-        anchor = ready[-1].handle
-        self.ports.put(anchor, SHARD_KEY_PREFIX + str(sh.partition).encode(),
-                       len(ids).to_bytes(8, "big") + ids + sh.monitor.dumps(with_quality=False))
-        sh.rounds += 1
-        if sh.rounds % QUALITY_EVERY_ROUNDS == 0:
-            self.ports.put(anchor, QUALITY_KEY_PREFIX + str(sh.partition).encode(), sh.monitor.dumps_quality())
-        for aid, (handle, state) in writes.items():
+        for aid, state in writes.items():
             sh.states[aid] = state
-            self.ports.put(handle, aid.encode(), dumps(state))
-        for handle, aid, value in out:
-            self.ports.send_decision(handle, aid, value)
-        for h, reason, detail in dead:
-            self._deadletter(h.handle, h.topic, sh.partition, h.offset, h.event.account_id.encode(), h.raw, reason, detail)
-        for h in ready:
-            self.ports.ack(h.handle)
-        self.latency_s.append(time.perf_counter() - t0)
+            rnd.states.append((aid.encode(), dumps(state)))
+        sh.rounds += 1
+        p = str(sh.partition).encode()
+        snap = {"monitor": sh.monitor.dumps(with_quality=False), "applied_ts": sh.applied_ts, "rounds": sh.rounds,
+                "applied": {c: (s.low, sorted(s.extra)) for c, s in sh.applied.items()}}
+        rnd.snapshot.append((SHARD_KEY_PREFIX + p, pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)))
+        if sh.rounds % QUALITY_EVERY_ROUNDS == 0:
+            rnd.snapshot.append((QUALITY_KEY_PREFIX + p, sh.monitor.dumps_quality()))
+        self.round_seconds.append(time.perf_counter() - t0)
+        return rnd
 
     def _state(self, sh: _Shard, aid: str) -> AccountState | None:
         if aid in sh.states:
@@ -227,11 +271,10 @@ class StreamProcessor:
         sh.states[aid] = state
         return state
 
-    def _deadletter(self, handle: Any, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes,
-                    reason: str, detail: str) -> None:
+    def _deadletter(self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes,
+                    reason: str, detail: str) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
         self.rejected[reason] += 1
         headers = [("riskmon-reason", reason.encode()), ("riskmon-detail", detail.encode()[:512]),
                    ("riskmon-topic", topic.encode()), ("riskmon-partition", str(partition).encode()),
                    ("riskmon-offset", str(offset).encode())]
-        self.ports.send_deadletter(handle, key, raw, headers)
-
+        return (key, raw, headers)

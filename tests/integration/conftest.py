@@ -1,0 +1,149 @@
+"""A real broker for the session (never a mock of Kafka) and real worker processes."""
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Iterator
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from models.codec import dumps
+from streams.broker import EmbeddedBroker, free_port
+from streams.replay import replay
+from streams.settings import Settings
+from streams.topics import create_topics
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = open(tmp_path_factory.mktemp("broker") / "tansu.log", "wb")
+    b = EmbeddedBroker(log=log).start()
+    yield b
+    b.stop()
+    log.close()
+
+
+class Cluster:
+    """One isolated deployment on the session broker: its own topics, app id and workers."""
+
+    def __init__(self, broker: EmbeddedBroker, tmp: pathlib.Path, partitions: int = 4) -> None:
+        n = next(_ids)
+        self.bootstrap = broker.url
+        self.tmp = tmp
+        self.settings = Settings(broker_url=broker.url, broker_kind="tansu", partitions=partitions,
+                                 topic_prefix=f"t{n}-{os.getpid()}", app_id=f"riskmon-test-{n}-{os.getpid()}",
+                                 datadir=tmp / "data", session_timeout_s=6.0)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        asyncio.run(create_topics(self.settings, self.bootstrap))
+
+    def env(self, port: int) -> dict[str, str]:
+        s = self.settings
+        env = dict(os.environ)
+        env.update(RISKMON_BROKER_URL=s.broker_url or "", RISKMON_BROKER_KIND="tansu", RISKMON_PARTITIONS=str(s.partitions),
+                   RISKMON_TOPIC_PREFIX=s.topic_prefix, RISKMON_APP_ID=s.app_id, RISKMON_DATADIR=str(s.datadir / str(port)),
+                   RISKMON_WEB_PORT=str(port), RISKMON_SESSION_TIMEOUT_S="6", PYTHONUNBUFFERED="1")
+        return env
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        port = free_port()
+        log = open(self.tmp / f"worker-{port}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=self.env(port), cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)
+        self.workers.append(proc)
+        return proc
+
+    def kill9(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop(self) -> None:
+        for p in self.workers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.workers:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.tmp.glob("worker-*.log")))
+
+    def read(self, topic: str, until: Any, timeout_s: float) -> list[Any]:
+        """Read ``topic`` from the start until ``until(records)`` holds or time runs out."""
+        async def go() -> list[Any]:
+            c = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+            await c.start()
+            out: list[Any] = []
+            deadline = time.monotonic() + timeout_s
+            try:
+                while time.monotonic() < deadline and not until(out):
+                    batch = await c.getmany(timeout_ms=500)
+                    for recs in batch.values():
+                        out.extend(recs)
+                    for p in self.workers:
+                        if p.poll() not in (None, -9):
+                            raise AssertionError(f"a worker exited with {p.returncode}:\n{self.logs()}")
+            finally:
+                await c.stop()
+            return out
+        return asyncio.run(go())
+
+    def decisions(self, n_unique: int, timeout_s: float = 180) -> tuple[list[bytes], int]:
+        """(unique decision records, repeated deliveries) once ``n_unique`` distinct ids arrived."""
+        def unique(recs: list[Any]) -> set[str]:
+            return {orjson.loads(r.value)["decision_id"] for r in recs}
+        recs = self.read(self.settings.topic_decisions, lambda rs: len(unique(rs)) >= n_unique, timeout_s)
+        seen: dict[str, bytes] = {}
+        for r in recs:
+            seen.setdefault(orjson.loads(r.value)["decision_id"], r.value)
+        return list(seen.values()), len(recs) - len(seen)
+
+
+@pytest.fixture
+def cluster(broker: EmbeddedBroker, tmp_path: pathlib.Path) -> Iterator[Cluster]:
+    c = Cluster(broker, tmp_path)
+    yield c
+    c.stop()
+
+
+def write_log(path: pathlib.Path, events: list[dict[str, Any]]) -> pathlib.Path:
+    path.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
+    return path
+
+
+def diff(got: list[bytes], expected: list[bytes]) -> str:
+    """A readable account of how two decision sets differ (by id, then by content)."""
+    g = {orjson.loads(d)["decision_id"]: orjson.loads(d) for d in got}
+    e = {orjson.loads(d)["decision_id"]: orjson.loads(d) for d in expected}
+    missing = [e[k] for k in e.keys() - g.keys()]
+    extra = [g[k] for k in g.keys() - e.keys()]
+    changed = [(e[k], g[k]) for k in e.keys() & g.keys() if e[k] != g[k]]
+    lines = [f"{len(missing)} missing, {len(extra)} extra, {len(changed)} changed of {len(e)}"]
+    for d in sorted(missing, key=lambda d: d["event_ts"])[:5]:
+        lines.append(f"missing {d['event_ts']} {d['account_id']} {d['action']} {d['model_version']} score {d['score']}")
+    for d in sorted(extra, key=lambda d: d["event_ts"])[:5]:
+        lines.append(f"extra   {d['event_ts']} {d['account_id']} {d['action']} {d['model_version']} score {d['score']}")
+    for a, b in changed[:5]:
+        keys = [k for k in a if a[k] != b.get(k)]
+        lines.append(f"changed {a['account_id']} {a['action']}: " + ", ".join(f"{k}: {a[k]!r:.60} -> {b[k]!r:.60}" for k in keys))
+    return "\n".join(lines)
+
+
+def replay_decisions(path: pathlib.Path, partitions: int = 4) -> list[bytes]:
+    out = io.BytesIO()
+    replay(path, out, partitions=partitions)
+    return out.getvalue().splitlines()
