@@ -52,9 +52,9 @@ class FaustPorts:
         if sent:
             await asyncio.gather(*sent)  # delivered before the snapshot can say "applied"
         with _as_event(rnd.anchor):
-            for key, value in rnd.states:
+            for key, value in rnd.snapshot:  # first: it carries the round's states too
                 self.table[key] = value
-            for key, value in rnd.snapshot:
+            for key, value in rnd.states:
                 self.table[key] = value
         for handle in rnd.acks:
             handle.ack()
@@ -111,6 +111,7 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
         bad_dpd=settings.bad_dpd, max_record_bytes=settings.max_record_bytes, on_decision=on_decision,
     )
     lock = asyncio.Lock()
+    owned: set[int] = set()  # input partitions this worker holds now
 
     def caught_up(partition: int) -> Callable[[str], bool]:
         shard = proc.shards.get(partition)
@@ -135,6 +136,12 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
                 touched = set()
                 for ev in events:
                     m = ev.message
+                    if m.partition not in owned:
+                        # Fetched before a rebalance took the partition away: the new
+                        # owner gets it again (never acked here); applying it would
+                        # write over the new owner's state.
+                        proc.counts["not_owned"] += 1
+                        continue
                     proc.ingest(category_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value, ev)
                     touched.add(m.partition)
                 for p in touched:
@@ -154,7 +161,17 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         async with lock:
-            proc.revoke({tp.partition for tp in revoked if tp.topic in category_of})
+            gone = {tp.partition for tp in revoked if tp.topic in category_of}
+            owned.difference_update(gone)
+            proc.revoke(gone)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        async with lock:
+            mine = {tp.partition for tp in assigned if tp.topic in category_of}
+            proc.revoke(set(proc.shards) - mine)
+            owned.clear()
+            owned.update(mine)
 
     app.riskmon_processor = proc  # type: ignore[attr-defined]
     return app, proc

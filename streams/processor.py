@@ -10,16 +10,19 @@ back).
 
 Each partition has one :class:`models.monitor.Monitor` (one model). Applying
 events gives a :class:`Round`, which the host makes durable in this order:
-decisions and dead letters delivered, account states written, then the
-partition's snapshot (model, policy timeline and the input offsets applied), then
-the input acked. A worker killed at any point resumes from the last snapshot:
-offsets it records as applied are skipped, and an account whose state was
-written after that snapshot recognises the event by its id. Decisions of a
-round that was not finished may be delivered again, with the same ids.
+decisions and dead letters delivered; the partition's snapshot written (one
+record, so all or nothing: the model, the policy timeline, the input offsets
+applied, and the account states the round changed); the account states written
+under their own keys; the input acked. A worker killed at any point resumes
+from the last snapshot: it restores the states the snapshot carries (an account
+key written after it is the same state), skips input offsets it records as
+applied and redoes the rest exactly. Decisions of a round whose snapshot was
+lost are delivered again, with the same ids.
 """
 from __future__ import annotations
 
 import heapq
+import logging
 import pickle
 import time
 from collections import Counter
@@ -36,6 +39,8 @@ from models.policy import Policy
 from models.state import AccountState
 
 __all__ = ["Ports", "StreamProcessor", "Held", "Round", "OffsetSet", "SHARD_KEY_PREFIX", "QUALITY_KEY_PREFIX"]
+
+log = logging.getLogger("riskmon.processor")
 
 SHARD_KEY_PREFIX = b"__shard__:"
 QUALITY_KEY_PREFIX = b"__quality__:"
@@ -107,6 +112,7 @@ class _Shard:
     applied_ts: int = -1
     rounds: int = 0
     states: dict[str, AccountState | None] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)  # restored from a snapshot, to be written again
     dead: list[tuple[Any, tuple[bytes | None, bytes, list[tuple[str, bytes]]]]] = field(default_factory=list)
 
 
@@ -147,16 +153,23 @@ class StreamProcessor:
                     applied[cat] = OffsetSet(low)
                     applied[cat].extra = set(extra)
                 sh = _Shard(partition, monitor, applied, applied_ts=snap["applied_ts"], rounds=snap["rounds"])
+                for key, value in snap["states"]:
+                    sh.states[key.decode()] = orjson.loads(value)
+                    sh.dirty.add(key.decode())
+                log.info("partition %d: resumed at round %d, %d outcomes learned, applied below %s",
+                         partition, sh.rounds, monitor.outcomes_seen, {c: s.low for c, s in applied.items()})
             else:
                 monitor = Monitor(f"p{partition}", self.policy, checkpoint_every=self.checkpoint_every, bad_dpd=self.bad_dpd)
                 sh = _Shard(partition, monitor)
+                log.info("partition %d: starting afresh", partition)
             self.shards[partition] = sh
         return sh
 
     def revoke(self, partitions: set[int]) -> None:
         """Forget revoked partitions: their held events were never acked and go to the new owner."""
         for p in partitions:
-            self.shards.pop(p, None)
+            if self.shards.pop(p, None) is not None:
+                log.info("partition %d: revoked", p)
 
     # -- records ----------------------------------------------------------
     def ingest(self, category: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, handle: Any) -> None:
@@ -250,13 +263,18 @@ class StreamProcessor:
                     self.on_decision(body)
             if sh.monitor.checkpoint_due:
                 sh.monitor.checkpoint()
+        for aid in sh.dirty - writes.keys():
+            state = sh.states.get(aid)
+            if state is not None:
+                writes[aid] = state
+        sh.dirty.clear()
         for aid, state in writes.items():
             sh.states[aid] = state
             rnd.states.append((aid.encode(), dumps(state)))
         sh.rounds += 1
         p = str(sh.partition).encode()
         snap = {"monitor": sh.monitor.dumps(with_quality=False), "applied_ts": sh.applied_ts, "rounds": sh.rounds,
-                "applied": {c: (s.low, sorted(s.extra)) for c, s in sh.applied.items()}}
+                "applied": {c: (s.low, sorted(s.extra)) for c, s in sh.applied.items()}, "states": rnd.states}
         rnd.snapshot.append((SHARD_KEY_PREFIX + p, pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)))
         if sh.rounds % QUALITY_EVERY_ROUNDS == 0:
             rnd.snapshot.append((QUALITY_KEY_PREFIX + p, sh.monitor.dumps_quality()))

@@ -59,7 +59,7 @@ class Cluster:
     def start_worker(self) -> subprocess.Popen[bytes]:
         port = free_port()
         log = open(self.tmp / f"worker-{port}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=self.env(port), cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], env=self.env(port), cwd=ROOT,
                                 stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)
         return proc
