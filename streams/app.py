@@ -97,6 +97,9 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
         stream_buffer_maxsize=max(4096, settings.batch_size * 2),
         logging_config=None,
     )
+    # Table writes queue in Faust's producer buffer; at its default of 100 messages
+    # every round stalls on it (and logs "producer buffer full").
+    app.producer.buffer.max_messages = 20_000
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     names = settings.input_topics
     category_of = {t: c for c, t in names.items()}

@@ -44,6 +44,8 @@ async def tail(settings: Settings, bootstrap: str, out: IO[str], as_json: bool =
             last = loop.time()
             for records in batch.values():
                 for r in records:
+                    if max_count is not None and counts["decisions"] >= max_count:
+                        break
                     d = orjson.loads(r.value)
                     if d["decision_id"] in seen:
                         counts["repeats"] += 1

@@ -45,7 +45,8 @@ def _worker_env(settings: Settings, bootstrap: str, kind: str) -> dict[str, str]
 def start_worker_process(settings: Settings, bootstrap: str, kind: str, log: IO[bytes] | None = None,
                          extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = _worker_env(settings, bootstrap, kind) | (extra_env or {})
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+    # Its own session: a Ctrl-C at the terminal reaches `riskmon run`, which stops the worker in order.
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, start_new_session=True,
                             stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT if log else None)
 
 
@@ -67,6 +68,12 @@ def run_all(settings: Settings, events: Path | None, accounts: int, days: int, s
     from .produce import produce
     from .tail import tail
 
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C and a process manager's SIGTERM both stop everything in order.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     broker: EmbeddedBroker | None = None
     if settings.broker_url:
         bootstrap, kind = settings.broker_url, settings.broker_kind
@@ -74,7 +81,8 @@ def run_all(settings: Settings, events: Path | None, accounts: int, days: int, s
         broker = EmbeddedBroker().start()
         bootstrap, kind = broker.url, "tansu"
         settings = settings.model_copy(update={"broker_url": bootstrap, "broker_kind": kind})
-        print(f"riskmon: embedded broker (Tansu) on {bootstrap}", file=sys.stderr)
+        print(f"riskmon: embedded broker (Tansu) on {bootstrap}; to follow decisions from another shell:\n"
+              f"  RISKMON_BROKER_URL={bootstrap} riskmon tail", file=sys.stderr)
     worker = None
     try:
         asyncio.run(create_topics(settings, bootstrap))

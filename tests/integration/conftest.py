@@ -38,28 +38,30 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 class Cluster:
     """One isolated deployment on the session broker: its own topics, app id and workers."""
 
-    def __init__(self, broker: EmbeddedBroker, tmp: pathlib.Path, partitions: int = 4) -> None:
+    def __init__(self, broker: EmbeddedBroker, tmp: pathlib.Path, partitions: int = 4, store: str = "memory://") -> None:
         n = next(_ids)
         self.bootstrap = broker.url
         self.tmp = tmp
         self.settings = Settings(broker_url=broker.url, broker_kind="tansu", partitions=partitions,
                                  topic_prefix=f"t{n}-{os.getpid()}", app_id=f"riskmon-test-{n}-{os.getpid()}",
-                                 datadir=tmp / "data", session_timeout_s=6.0)
+                                 datadir=tmp / "data", session_timeout_s=6.0, store=store)
         self.workers: list[subprocess.Popen[bytes]] = []
         asyncio.run(create_topics(self.settings, self.bootstrap))
 
-    def env(self, port: int) -> dict[str, str]:
+    def env(self, port: int, slot: int) -> dict[str, str]:
         s = self.settings
         env = dict(os.environ)
         env.update(RISKMON_BROKER_URL=s.broker_url or "", RISKMON_BROKER_KIND="tansu", RISKMON_PARTITIONS=str(s.partitions),
-                   RISKMON_TOPIC_PREFIX=s.topic_prefix, RISKMON_APP_ID=s.app_id, RISKMON_DATADIR=str(s.datadir / str(port)),
-                   RISKMON_WEB_PORT=str(port), RISKMON_SESSION_TIMEOUT_S="6", PYTHONUNBUFFERED="1")
+                   RISKMON_TOPIC_PREFIX=s.topic_prefix, RISKMON_APP_ID=s.app_id, RISKMON_DATADIR=str(s.datadir / f"slot{slot}"),
+                   RISKMON_WEB_PORT=str(port), RISKMON_SESSION_TIMEOUT_S="6", PYTHONUNBUFFERED="1",
+                   RISKMON_STORE=s.store)
         return env
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(self, slot: int = 0) -> subprocess.Popen[bytes]:
+        """A worker process; one started in the slot of a dead one finds its local store (rocksdb) again."""
         port = free_port()
         log = open(self.tmp / f"worker-{port}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], env=self.env(port), cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], env=self.env(port, slot), cwd=ROOT,
                                 stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)
         return proc
@@ -113,9 +115,9 @@ class Cluster:
         return list(seen.values()), len(recs) - len(seen)
 
 
-@pytest.fixture
-def cluster(broker: EmbeddedBroker, tmp_path: pathlib.Path) -> Iterator[Cluster]:
-    c = Cluster(broker, tmp_path)
+@pytest.fixture(params=["memory://", "rocksdb://"])
+def cluster(broker: EmbeddedBroker, tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    c = Cluster(broker, tmp_path, store=request.param)
     yield c
     c.stop()
 

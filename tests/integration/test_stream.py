@@ -98,7 +98,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(cluster: Cl
     partial, _ = cluster.decisions(len(expected) // 3, timeout_s=120)
     assert len(partial) < len(expected), "the crash must come mid-stream"
     cluster.kill9(w)
-    cluster.start_worker()
+    cluster.start_worker(slot=0)  # same data dir: a rocksdb store resumes from its files
     got, repeats = cluster.decisions(len(expected))
     assert sorted(got) == sorted(expected), diff(got, expected)
     print(f"kill -9 after {len(partial)} of {len(expected)} decisions; {repeats} repeated deliveries on the topic")
@@ -108,8 +108,8 @@ def test_two_workers_share_partitions_and_keep_parity_when_one_dies(cluster: Clu
     log, _ = _log(tmp_path, 300, 90, seed=19)
     expected = replay_decisions(log)
     asyncio.run(produce(log, cluster.settings, cluster.bootstrap))
-    a = cluster.start_worker()
-    cluster.start_worker()
+    a = cluster.start_worker(slot=0)
+    cluster.start_worker(slot=1)
     partial, _ = cluster.decisions(len(expected) // 3, timeout_s=120)
     cluster.kill9(a)
     got, repeats = cluster.decisions(len(expected))

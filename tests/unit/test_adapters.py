@@ -1,0 +1,60 @@
+"""Adapter pieces that need no broker: partitioner, settings, CLI errors."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from aiokafka.partitioner import murmur2 as kafka_murmur2
+from pydantic import ValidationError
+
+from models.partitioning import murmur2, partition_for
+from streams.cli import main
+from streams.settings import Settings
+
+
+def test_replay_partitions_accounts_as_kafkas_default_partitioner() -> None:
+    rng = random.Random(1)
+    for _ in range(3000):
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
+        assert murmur2(data) == kafka_murmur2(data)
+    assert partition_for("A0000001", 4) == (kafka_murmur2(b"A0000001") & 0x7FFFFFFF) % 4
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RISKMON_PARTITIONS", "8")
+    monkeypatch.setenv("RISKMON_TOPIC_PREFIX", "bank1")
+    s = Settings()
+    assert s.partitions == 8 and s.topic_decisions == "bank1.decisions"
+    assert s.input_topics["repayments"] == "bank1.repayments"
+    assert s.web_host == "127.0.0.1", "web and metrics bind to loopback unless told otherwise"
+
+
+@pytest.mark.parametrize("env,words", [
+    ({"RISKMON_SECURITY_PROTOCOL": "SASL_SSL"}, "RISKMON_SASL_USERNAME"),
+    ({"RISKMON_SECURITY_PROTOCOL": "SSL", "RISKMON_SSL_CAFILE": "/nonexistent/ca.pem"}, "not a readable file"),
+    ({"RISKMON_STORE": "redis://x"}, "memory:// or rocksdb://"),
+    ({"RISKMON_PARTITIONS": "0"}, "partitions"),
+])
+def test_bad_settings_say_what_is_wrong(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], words: str) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert words in str(info.value)
+
+
+def test_secrets_are_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RISKMON_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("RISKMON_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("RISKMON_SASL_USERNAME", "riskmon")
+    monkeypatch.setenv("RISKMON_SASL_PASSWORD", "hunter2-secret")
+    s = Settings()
+    assert "hunter2-secret" not in repr(s) and "hunter2-secret" not in str(s.model_dump())
+
+
+@pytest.mark.parametrize("cmd", [["worker"], ["tail"], ["produce", "x.jsonl"]])
+def test_commands_that_need_a_broker_say_so(cmd: list[str], monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("RISKMON_BROKER_URL", raising=False)
+    assert main(cmd) == 2
+    assert "RISKMON_BROKER_URL is not set" in capsys.readouterr().err
