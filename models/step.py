@@ -158,6 +158,17 @@ def _book(s: AccountState, e: AccountEvent, ctx: Context, r: StepResult) -> None
         _allocate(s, e.amount, e.ts, r)
     elif isinstance(e, DpdReport):
         s["rdpd"], s["rts"] = e.days_past_due, e.ts
+        if e.days_past_due == 0:
+            # The ledger is authoritative: an account it reports current after a
+            # due date met that instalment (its minimum), whatever our own
+            # booking of payments says.
+            keep = []
+            for inst in s["inst"]:
+                if inst[1] <= e.ts:
+                    _settle(s, inst, inst[1] - 1, r)
+                else:
+                    keep.append(inst)
+            s["inst"] = keep
     elif isinstance(e, LimitChanged):
         s["limit"] = e.limit
         s["cap"] = e.limit if SEVERITY[s["status"]] < SEVERITY["limit_reduced"] else min(s["cap"], e.limit)

@@ -47,6 +47,7 @@ class Account:
 
     def __init__(self, limit: float = 10_000, score: float = 0.01, policy: Policy | None = None, opened: int = T0) -> None:
         self.model = FixedScore(score)
+        self.limit = limit
         self.policy = policy or default_policy()
         self.state: AccountState | None = None
         self.decisions: list[Any] = []
@@ -84,6 +85,12 @@ class Account:
     def draw(self, day: float, amount: float, hours: float = 0, kind: str = "drawdown") -> None:
         self.apply(ev(kind, at(day, hours), amount=amount, currency="CNY", channel="app"))
 
-    def tick(self, day: float, dpd: int = 0) -> None:
-        """Advance the account clock (the servicing ledger's daily report)."""
-        self.apply(ev("dpd_report", at(day), days_past_due=dpd))
+    def tick(self, day: float, dpd: int | None = None) -> None:
+        """Advance the account clock; with ``dpd``, by the servicing ledger's report of it.
+
+        Without, by an event that changes nothing else (the limit confirmed as it is).
+        """
+        if dpd is None:
+            self.apply(ev("limit_changed", at(day), limit=self.limit, reason="review"))
+        else:
+            self.apply(ev("dpd_report", at(day), days_past_due=dpd))

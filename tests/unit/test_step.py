@@ -145,3 +145,12 @@ def test_expert_scorecard_hands_over_to_the_learned_model() -> None:
         m.learn_one(risky, False)
         m.learn_one(safe, i % 4 == 0)
     assert m.predict_proba_one(risky)[True] < m.predict_proba_one(safe)[True]
+
+
+def test_ledger_reporting_current_after_the_due_date_settles_the_instalment() -> None:
+    a = Account()
+    a.draw(0, 500)
+    a.statement(1, 500)  # due end of day 21; our own books see no payment
+    a.tick(40, dpd=0)  # the servicing ledger says: current
+    assert [o.default for o in a.outcomes] == [False]
+    assert a.state["inst"] == [] and a.state["dpd"] == 0 and a.state["on_time"] == 1
