@@ -35,6 +35,7 @@ FEATURE_NAMES = (
     "drawdown_amount_to_limit",
     "unpaid_due_to_limit",
     "account_age_months",
+    "repaid_share_30d",
 )
 
 FEATURE_TEXT = {
@@ -58,11 +59,13 @@ FEATURE_TEXT = {
     "drawdown_amount_to_limit": "amount drawn this month against the limit",
     "unpaid_due_to_limit": "unpaid amount due against the limit",
     "account_age_months": "a young account",
+    "repaid_share_30d": "little of the balance repaid this month",
 }
 
 _I_DD1, _I_DD24, _I_DD30 = INDEX["drawdowns_1h"], INDEX["drawdowns_24h"], INDEX["drawdowns_30d"]
 _I_LR24, _I_LR30 = INDEX["limit_requests_24h"], INDEX["limit_requests_30d"]
 _I_AMT, _I_DUE, _I_PAID = INDEX["drawdown_amount_30d"], INDEX["due_90d"], INDEX["paid_90d"]
+_I_PAID30 = INDEX["paid_30d"]
 _MONTH = 30 * DAY_MS
 
 
@@ -97,5 +100,7 @@ def features(s: AccountState) -> list[float]:
         min(v[_I_AMT] / limit, 5.0),
         min(unpaid / limit, 2.0),
         min((now - s["opened"]) / _MONTH, 24.0),
+        # Of what was owed a month ago (now drawn + since repaid), the share repaid.
+        v[_I_PAID30] / (s["bal"] + v[_I_PAID30]) if s["bal"] + v[_I_PAID30] > 100 else 1.0,
     )
     return [round(f, 4) for f in x]

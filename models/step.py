@@ -31,6 +31,7 @@ SETTLE_TOLERANCE = 100
 _I_DD = (INDEX["drawdowns_1h"], INDEX["drawdowns_24h"], INDEX["drawdowns_30d"])
 _I_LR = (INDEX["limit_requests_24h"], INDEX["limit_requests_30d"])
 _I_AMT, _I_DUE, _I_PAID, _I_LATE = INDEX["drawdown_amount_30d"], INDEX["due_90d"], INDEX["paid_90d"], INDEX["late_180d"]
+_I_PAID30 = INDEX["paid_30d"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,7 @@ def _book(s: AccountState, e: AccountEvent, ctx: Context, r: StepResult) -> None
             a[7] = None
     elif isinstance(e, Payment):
         s["bal"] = max(0, s["bal"] - e.amount)
+        v[_I_PAID30] += e.amount
         _allocate(s, e.amount, e.ts, r)
     elif isinstance(e, DpdReport):
         s["rdpd"], s["rts"] = e.days_past_due, e.ts

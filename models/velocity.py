@@ -23,6 +23,7 @@ COUNTERS = (
     ("due_90d", 90 * 24 * HOUR_MS),  # minor units fallen due
     ("paid_90d", 90 * 24 * HOUR_MS),  # minor units paid
     ("late_180d", 180 * 24 * HOUR_MS),  # instalments missed or paid late
+    ("paid_30d", 30 * 24 * HOUR_MS),  # minor units paid, whatever they were for
 )
 TAUS_MS = tuple(t for _, t in COUNTERS)
 INDEX = {name: i for i, (name, _) in enumerate(COUNTERS)}

@@ -165,6 +165,12 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from streams.evaluate_uci import main_evaluate
+
+    return main_evaluate(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="riskmon", description="Streaming early warning for consumer credit lines.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -210,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--include-bad", action="store_true", help="send lines the codec refuses too (they will be dead-lettered)")
     o.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
     o.set_defaults(func=_cmd_produce)
+
+    e = sub.add_parser("evaluate", help="judge the core on real data: `riskmon evaluate uci`")
+    e.add_argument("dataset", choices=["uci"], help="uci: default of credit card clients (Yeh & Lien 2009)")
+    e.add_argument("--data", help="path to default_of_credit_card_clients.csv (default: ../shared/data/uci-credit-default/)")
+    e.add_argument("--cohorts", type=int, default=12, help="start months the clients are spread over")
+    e.add_argument("--test-cohorts", type=int, default=4, help="the last cohorts, held out for the offline references")
+    e.add_argument("--plots", help="write PNG plots to this folder")
+    e.add_argument("--json", help="write the figures as JSON here")
+    e.set_defaults(func=_cmd_evaluate)
 
     t = sub.add_parser("tail", help="print decisions from the decisions topic")
     t.add_argument("--json", action="store_true", help="one JSON object per line")
