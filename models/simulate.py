@@ -177,7 +177,6 @@ def _day(events: list[Any], i: int, a: _Account, day: int, day_ts: int) -> None:
     # Statement on the bill day: the whole balance falls due 20 days later.
     if day % 30 == a.bill_day % 30 and day > 0 and a.bal >= 100:
         st_ts = day_ts + 1 * _HOUR
-        due_day = day + 20
         due_ts = day_ts + 20 * DAY_MS
         amount = a.bal - sum(u[1] for u in a.unpaid)
         if amount >= 100:
@@ -186,7 +185,7 @@ def _day(events: list[Any], i: int, a: _Account, day: int, day_ts: int) -> None:
             _emit(events, i, a, st_ts, {"type": "instalment_due", "instalment_id": iid, "amount": _money(amount),
                                         "currency": "CNY", "due_date": format_ts(due_ts)[:10]})
             a.unpaid.append([due_ts + DAY_MS, amount])
-            _plan_payment(a, day_ts, due_day, amount, month)
+            _plan_payment(a, day, day_ts, amount, month)
 
     # The servicing ledger ages accounts in arrears once a day.
     if a.unpaid and a.unpaid[0][0] <= day_ts:
@@ -196,12 +195,12 @@ def _day(events: list[Any], i: int, a: _Account, day: int, day_ts: int) -> None:
         _emit(events, i, a, day_ts + 2 * _HOUR, {"type": "dpd_report", "days_past_due": dpd})
 
 
-def _plan_payment(a: _Account, day_ts: int, due_day: int, amount: int, month: int) -> None:
+def _plan_payment(a: _Account, day: int, day_ts: int, amount: int, month: int) -> None:
     r = a.rng
     p = a.persona
     on_time = day_ts + r.randrange(2, 19) * DAY_MS + r.randrange(8 * _HOUR, 22 * _HOUR)
-    if p == "bust_out" and a.event_day >= 0 and day_ts >= (a.event_day - 1) * DAY_MS + 0:
-        return  # never pays again
+    if p == "bust_out" and day >= a.event_day - 1:
+        return  # from the eve of the burst on, never pays again
     if p == "slow_deterioration" and month >= a.trouble_month:
         share = max(0.0, 0.7 - 0.35 * (month - a.trouble_month))
         if share > 0:

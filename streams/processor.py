@@ -24,7 +24,6 @@ from __future__ import annotations
 import heapq
 import logging
 import pickle
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -37,6 +36,8 @@ from models.events import CATEGORY, CATEGORY_RANK, Event, PolicyUpdate
 from models.monitor import Monitor
 from models.policy import Policy
 from models.state import AccountState
+
+from .replay import event_order
 
 __all__ = ["Ports", "StreamProcessor", "Held", "Round", "OffsetSet", "SHARD_KEY_PREFIX", "QUALITY_KEY_PREFIX"]
 
@@ -113,7 +114,9 @@ class _Shard:
     rounds: int = 0
     states: dict[str, AccountState | None] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)  # restored from a snapshot, to be written again
-    dead: list[tuple[Any, tuple[bytes | None, bytes, list[tuple[str, bytes]]]]] = field(default_factory=list)
+    # Records settled at ingest, to ack with the next round: a dead letter to send, or None
+    # for a record applied in an earlier life.
+    settled: list[tuple[Any, tuple[bytes | None, bytes, list[tuple[str, bytes]]] | None]] = field(default_factory=list)
 
 
 class StreamProcessor:
@@ -138,7 +141,6 @@ class StreamProcessor:
         self.counts: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.decisions: Counter[str] = Counter()
-        self.round_seconds: list[float] = []
 
     # -- partitions -------------------------------------------------------
     def shard(self, partition: int) -> _Shard:
@@ -184,7 +186,7 @@ class StreamProcessor:
             done = sh.applied[category] = OffsetSet(offset)
         elif offset in done:
             self.counts["redelivered"] += 1
-            sh.dead.append((handle, None))  # nothing to send; ack with the next round
+            sh.settled.append((handle, None))
             return
         sh.last_offset[category] = max(sh.last_offset.get(category, -1), offset)
         try:
@@ -193,17 +195,17 @@ class StreamProcessor:
                 raise Rejected(RejectReason.WRONG_TOPIC, f"a {event.type} event on the {category} topic")
         except Rejected as r:
             done.add(offset)
-            sh.dead.append((handle, self._deadletter(topic, partition, offset, key, raw, r.reason.value, r.detail)))
+            sh.settled.append((handle, self._deadletter(topic, partition, offset, key, raw, r.reason.value, r.detail)))
             return
         sh.max_ts[category] = max(sh.max_ts.get(category, event.ts), event.ts)
         if event.ts < sh.applied_ts:
             self.counts["late"] += 1
-        heapq.heappush(sh.heap, Held((event.ts, CATEGORY_RANK[category], offset), event, raw, category, topic, offset, handle))
+        heapq.heappush(sh.heap, Held(event_order(event.ts, event.type, offset), event, raw, category, topic, offset, handle))
 
     def release(self, partition: int, caught_up: Callable[[str], bool]) -> Round | None:
         """Apply every held event of ``partition`` that no topic can still precede."""
         sh = self.shards.get(partition)
-        if sh is None or not (sh.heap or sh.dead):
+        if sh is None or not (sh.heap or sh.settled):
             return None
         ready: list[Held] = []
         if sh.heap:
@@ -212,7 +214,7 @@ class StreamProcessor:
                 watermark = min((b for b in bounds if b is not None), default=None)
                 while sh.heap and (watermark is None or sh.heap[0].order[0] <= watermark):
                     ready.append(heapq.heappop(sh.heap))
-        if not ready and not sh.dead:
+        if not ready and not sh.settled:
             return None
         return self._round(sh, ready)
 
@@ -221,14 +223,13 @@ class StreamProcessor:
 
     # -- internals --------------------------------------------------------
     def _round(self, sh: _Shard, ready: list[Held]) -> Round:
-        t0 = time.perf_counter()
-        anchor = ready[-1].handle if ready else sh.dead[-1][0]
+        anchor = ready[-1].handle if ready else sh.settled[-1][0]
         rnd = Round(sh.partition, anchor)
-        for handle, dead in sh.dead:
+        for handle, dead in sh.settled:
             if dead is not None:
                 rnd.dead.append(dead)
             rnd.acks.append(handle)
-        sh.dead = []
+        sh.settled = []
         writes: dict[str, AccountState] = {}
         for h in ready:
             ev = h.event
@@ -278,7 +279,6 @@ class StreamProcessor:
         rnd.snapshot.append((SHARD_KEY_PREFIX + p, pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)))
         if sh.rounds % QUALITY_EVERY_ROUNDS == 0:
             rnd.snapshot.append((QUALITY_KEY_PREFIX + p, sh.monitor.dumps_quality()))
-        self.round_seconds.append(time.perf_counter() - t0)
         return rnd
 
     def _state(self, sh: _Shard, aid: str) -> AccountState | None:
