@@ -1,8 +1,8 @@
 """The model's view of an account: a fixed vector of named features.
 
-Values are rounded to 4 decimals so that the vector kept for delayed learning is
-exactly the one that was scored (point-in-time correctness survives a JSON
-round trip of the state).
+A vector kept for delayed learning (at a statement) is rounded to 4 decimals
+to keep the state small, and that rounded vector is the one scored, so the
+model later learns on exactly what it scored.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .dpd import DAY_MS
 from .state import AccountState
 from .velocity import INDEX
 
-__all__ = ["FEATURE_NAMES", "FEATURE_TEXT", "features"]
+__all__ = ["FEATURE_NAMES", "FEATURE_TEXT", "features", "rounded"]
 
 FEATURE_NAMES = (
     "utilisation",
@@ -103,4 +103,13 @@ def features(s: AccountState) -> list[float]:
         # Of what was owed a month ago (now drawn + since repaid), the share repaid.
         v[_I_PAID30] / (s["bal"] + v[_I_PAID30]) if s["bal"] + v[_I_PAID30] > 100 else 1.0,
     )
+    return list(x)
+
+
+def rounded(x: list[float]) -> list[float]:
+    """The vector as it is kept in the state.
+
+    >>> rounded([0.123456, 2.0])
+    [0.1235, 2.0]
+    """
     return [round(f, 4) for f in x]

@@ -14,7 +14,7 @@ from .dpd import DAY_MS, days_between
 from .early_warning import action_for, next_state, score_drivers
 from .errors import RejectReason, Rejected
 from .events import AccountEvent, AccountOpened, DpdReport, InstalmentDue, LimitChanged, Payment, Transaction
-from .features import FEATURE_NAMES, features
+from .features import FEATURE_NAMES, features, rounded
 from .policy import Policy
 from .risk_model import RiskModel
 from .state import SEVERITY, AccountState, Instalment, copy_state, new_state
@@ -103,8 +103,9 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
     _book(s, event, ctx, result)
     _age(s, ctx, result)
     x = features(s)
-    fx = dict(zip(FEATURE_NAMES, x))
-    score = ctx.model.predict_proba_one(fx)[True]
+    if isinstance(event, InstalmentDue):
+        x = rounded(x)  # kept for learning: score exactly what is kept
+    score = ctx.model.score_vector(FEATURE_NAMES, x)
     s["score"] = score
     if isinstance(event, InstalmentDue):
         # The prediction made at the statement is the one its outcome will grade.
@@ -117,7 +118,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
         prev = s["status"]
         action = action_for(prev, new)
         if ctx.model_ready and SEVERITY[new] > SEVERITY[prev]:
-            reasons = reasons + score_drivers(ctx.model.contributions(fx))
+            reasons = reasons + score_drivers(ctx.model.contributions(dict(zip(FEATURE_NAMES, x))))
             s["good"] = 0
         s["status"], s["since"] = new, now
         _set_cap(s, new, ctx.policy)

@@ -74,9 +74,10 @@ def _credentials(settings: Settings) -> Any:
 
 def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[str, Any]], None] | None = None) -> tuple[faust.App, StreamProcessor]:
     if settings.broker_kind == "tansu":
-        from . import tansu_list_offsets
+        from . import tansu_fetch_wait, tansu_list_offsets
 
         tansu_list_offsets.install(bootstrap, **client_config(settings))
+        tansu_fetch_wait.install()
     settings.datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,

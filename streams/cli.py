@@ -171,6 +171,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return main_evaluate(args)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from streams.bench import run_bench
+
+    run_bench(args.accounts, args.days, args.seed, args.repeats, args.transport_events, args.latency_seconds)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="riskmon", description="Streaming early warning for consumer credit lines.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -225,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plots", help="write PNG plots to this folder")
     e.add_argument("--json", help="write the figures as JSON here")
     e.set_defaults(func=_cmd_evaluate)
+
+    b = sub.add_parser("bench", help="throughput, latency and memory beside the aiokafka and Faust ceilings")
+    b.add_argument("--accounts", type=int, default=50_000)
+    b.add_argument("--days", type=int, default=8)
+    b.add_argument("--seed", type=int, default=7)
+    b.add_argument("--repeats", type=int, default=3, help="core runs (the median is reported)")
+    b.add_argument("--transport-events", type=int, default=60_000, help="events for the broker runs")
+    b.add_argument("--latency-seconds", type=float, default=30)
+    b.set_defaults(func=_cmd_bench)
 
     t = sub.add_parser("tail", help="print decisions from the decisions topic")
     t.add_argument("--json", action="store_true", help="one JSON object per line")

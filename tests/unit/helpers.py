@@ -38,8 +38,11 @@ class FixedScore(RiskModel):
         super().__init__()
         self.score = score
 
-    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
+    def predict_proba_one(self, x: dict[str, float], **kw: Any) -> dict[bool | str | int, float]:
         return {False: 1 - self.score, True: self.score}
+
+    def score_vector(self, names: tuple[str, ...], x: list[float]) -> float:
+        return self.score
 
 
 class Account:

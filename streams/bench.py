@@ -1,0 +1,355 @@
+"""`riskmon bench`: throughput, latency and memory, side by side with the ceilings, in one run.
+
+Everything runs on this machine against a fresh embedded broker (or
+RISKMON_BROKER_URL). Figures are medians of ``repeats`` runs where a run is
+cheap enough to repeat; ratios compare figures measured in the same run.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from models.codec import decode, dumps
+from models.engine import Engine
+from models.simulate import simulate
+
+from .broker import EmbeddedBroker
+from .produce import produce
+from .replay import event_order
+from .settings import Settings
+from .topics import create_topics
+
+__all__ = ["run_bench"]
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def bench_core(lines: list[bytes], repeats: int) -> dict[str, Any]:
+    """Decode -> core -> encode on one core, as replay does, without file I/O."""
+    rates = []
+    engine = None
+    for _ in range(repeats):
+        gc.collect()
+        rss0 = _rss_kb()
+        t0 = time.perf_counter()
+        evs = [decode(line) for line in lines]
+        evs.sort(key=lambda e: event_order(e.ts, e.type, 0))
+        engine = Engine(4)
+        n_dec = 0
+        for e in evs:
+            r = engine.process(e)
+            if r is not None:
+                for d in r.decisions:
+                    dumps(d.to_dict())
+                    n_dec += 1
+        rates.append(len(lines) / (time.perf_counter() - t0))
+        rss1 = _rss_kb()
+    assert engine is not None
+    accounts = len(engine.states)
+    sizes = [len(dumps(s)) for s in engine.states.values()]
+    return {
+        "events": len(lines), "accounts": accounts, "events_per_s": statistics.median(rates), "runs": rates,
+        "state_bytes_mean": statistics.mean(sizes), "state_bytes_max": max(sizes),
+        "rss_bytes_per_account": (rss1 - rss0) * 1024 / accounts,
+    }
+
+
+async def _drain(bootstrap: str, topic: str, n: int, timeout_s: float, group: str | None = None) -> float:
+    """Seconds until ``n`` records were read from ``topic`` (from the start)."""
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+                         group_id=group, max_partition_fetch_bytes=4 << 20)
+    await c.start()
+    got = 0
+    t0 = time.perf_counter()
+    try:
+        while got < n and time.perf_counter() - t0 < timeout_s:
+            batch = await c.getmany(timeout_ms=200, max_records=20000)
+            got += sum(len(v) for v in batch.values())
+    finally:
+        await c.stop()
+    if got < n:
+        raise TimeoutError(f"read {got} of {n} records from {topic} in {timeout_s:.0f} s")
+    return time.perf_counter() - t0
+
+
+async def _fill(bootstrap: str, topic: str, lines: list[bytes]) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await p.start()
+    try:
+        futs = []
+        for i, line in enumerate(lines):
+            futs.append(await p.send(topic, line, key=str(i % 997).encode()))
+            if len(futs) >= 5000:
+                await asyncio.gather(*futs)
+                futs.clear()
+        await asyncio.gather(*futs)
+    finally:
+        await p.stop()
+
+
+async def bench_aiokafka(bootstrap: str, lines: list[bytes], tag: str) -> float:
+    """Ceiling: consume -> orjson -> produce, one process."""
+    src, dst = f"bench.{tag}.raw.in", f"bench.{tag}.raw.out"
+    s = Settings(topic_prefix=f"bench.{tag}.raw", partitions=4)
+    await create_topics(s.model_copy(update={"topic_prefix": f"bench.{tag}.raw"}), bootstrap)
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(src, 4, 1), NewTopic(dst, 4, 1)])
+    await admin.close()
+    await _fill(bootstrap, src, lines)
+    c = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+                         max_partition_fetch_bytes=4 << 20)
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await c.start()
+    await p.start()
+    n = 0
+    t0 = time.perf_counter()
+    try:
+        futs = []
+        while n < len(lines):
+            batch = await c.getmany(timeout_ms=200, max_records=20000)
+            for recs in batch.values():
+                for r in recs:
+                    futs.append(await p.send(dst, orjson.dumps(orjson.loads(r.value)), key=r.key))
+                    n += 1
+            if len(futs) >= 5000:
+                await asyncio.gather(*futs)
+                futs.clear()
+        await asyncio.gather(*futs)
+    finally:
+        await c.stop()
+        await p.stop()
+    return len(lines) / (time.perf_counter() - t0)
+
+
+async def bench_faust(bootstrap: str, lines: list[bytes], tag: str) -> float:
+    """Ceiling: a Faust passthrough agent, defaults but linger 5 ms, one worker process."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    src, dst = f"bench.{tag}.faust.in", f"bench.{tag}.faust.out"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(src, 4, 1), NewTopic(dst, 4, 1)])
+    await admin.close()
+    await _fill(bootstrap, src, lines)
+    env = dict(os.environ, BENCH_APP_ID=f"bench-{tag}-faust", BENCH_BROKER=bootstrap, BENCH_IN=src, BENCH_OUT=dst,
+               BENCH_DATADIR=tempfile.mkdtemp(prefix="riskmon-bench-"))
+    proc = subprocess.Popen([sys.executable, "-m", "streams.bench_faust", "worker", "-l", "error"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Time from the first output record to the last: start-up and group join are not throughput.
+        first = await _drain(bootstrap, dst, 1, 120)
+        t0 = time.perf_counter() - 0.0
+        await _drain(bootstrap, dst, len(lines), 600)
+        elapsed = time.perf_counter() - t0
+        del first
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    return len(lines) / elapsed
+
+
+def _worker(settings: Settings, bootstrap: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, RISKMON_BROKER_URL=bootstrap, RISKMON_BROKER_KIND=settings.broker_kind,
+               RISKMON_PARTITIONS=str(settings.partitions), RISKMON_TOPIC_PREFIX=settings.topic_prefix,
+               RISKMON_APP_ID=settings.app_id, RISKMON_DATADIR=str(settings.datadir), RISKMON_WEB_PORT=str(settings.web_port),
+               RISKMON_SESSION_TIMEOUT_S="6")
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def _committed(bootstrap: str, group: str, topics: list[str], partitions: int) -> int:
+    """Records the worker's group has committed on ``topics`` (read as a member would, without joining)."""
+    from aiokafka import TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await c.start()
+    try:
+        total = 0
+        for t in topics:
+            for p in range(partitions):
+                off = await c.committed(TopicPartition(t, p))
+                total += max(off or 0, 0)
+        return total
+    finally:
+        await c.stop()
+
+
+async def bench_worker_throughput(bootstrap: str, log: Path, kind: str, tag: str) -> dict[str, float]:
+    """Sustained events/s of one worker: the whole log waiting in the input topics, then drained."""
+    from .broker import free_port
+
+    s = Settings(broker_kind=kind, topic_prefix=f"bench.{tag}.e2e", app_id=f"bench-{tag}-e2e",
+                 datadir=Path(tempfile.mkdtemp(prefix="riskmon-bench-")), web_port=free_port())
+    await create_topics(s, bootstrap)
+    summary = await produce(log, s, bootstrap)
+    proc = _worker(s, bootstrap)
+    try:
+        start = None
+        t_end = None
+        deadline = time.perf_counter() + 900
+        while time.perf_counter() < deadline:
+            done = await _committed(bootstrap, s.app_id, list(s.input_topics.values()), s.partitions)
+            now = time.perf_counter()
+            if done > 0 and start is None:
+                start = (now, done)
+            if done >= summary.records:
+                t_end = now
+                break
+            await asyncio.sleep(0.5)
+        if start is None or t_end is None:
+            raise TimeoutError("the worker did not commit the whole log in time")
+        rate = (summary.records - start[1]) / max(t_end - start[0], 1e-9)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {"events": summary.records, "events_per_s": rate}
+
+
+async def bench_worker_latency(bootstrap: str, events: list[dict[str, Any]], rate: float, kind: str, tag: str,
+                               seconds: float) -> dict[str, float]:
+    """Produce at a fixed rate; latency from sending an event to consuming the decision it caused."""
+    from .broker import free_port
+
+    s = Settings(broker_kind=kind, topic_prefix=f"bench.{tag}.lat", app_id=f"bench-{tag}-lat",
+                 datadir=Path(tempfile.mkdtemp(prefix="riskmon-bench-")), web_port=free_port(), batch_wait_s=0.01)
+    await create_topics(s, bootstrap)
+    proc = _worker(s, bootstrap)
+    sent: dict[str, float] = {}
+    lat: list[float] = []
+    try:
+        await asyncio.sleep(8)  # join the group before the clock starts
+        from models.events import CATEGORY
+        from models.partitioning import partition_for
+
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+        # The measuring consumer waits 20 ms per fetch, not 500: see streams/tansu_fetch_wait.py.
+        consumer = AIOKafkaConsumer(s.topic_decisions, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                    fetch_max_wait_ms=20)
+        await producer.start()
+        await consumer.start()
+
+        async def read() -> None:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for recs in batch.values():
+                    for r in recs:
+                        cause = orjson.loads(r.value)["cause_event_id"]
+                        if cause in sent:
+                            lat.append(now - sent[cause])
+
+        reader = asyncio.create_task(read())
+        t0 = time.perf_counter()
+        n = 0
+        for e in events:
+            if time.perf_counter() - t0 > seconds:
+                break
+            ahead = n / rate - (time.perf_counter() - t0)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            cat = CATEGORY[e["type"]]
+            await producer.send(s.input_topics[cat], dumps(e), key=e["account_id"].encode(),
+                                partition=partition_for(e["account_id"], s.partitions))
+            sent[e["event_id"]] = time.perf_counter()
+            n += 1
+        await producer.flush()
+        await asyncio.sleep(5)  # let the last decisions arrive
+        reader.cancel()
+        await producer.stop()
+        await consumer.stop()
+        achieved = n / (time.perf_counter() - 5 - t0)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    if not lat:
+        return {"offered_per_s": rate, "achieved_per_s": achieved, "samples": 0,
+                "p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
+    lat.sort()
+    q = statistics.quantiles(lat, n=100)
+    return {"offered_per_s": rate, "achieved_per_s": achieved, "samples": len(lat),
+            "p50_ms": 1000 * q[49], "p99_ms": 1000 * q[98], "max_ms": 1000 * lat[-1]}
+
+
+def run_bench(accounts: int, days: int, seed: int, repeats: int, transport_events: int, latency_s: float,
+              out: Any = sys.stdout) -> dict[str, Any]:
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    tag = f"{os.getpid()}-{int(time.time())}"
+    say(f"bench: simulating {accounts} accounts over {days} days")
+    events, _ = simulate(accounts, days, seed)
+    lines = [dumps(e) for e in events]
+    say(f"bench: core on {len(lines)} events x {repeats}")
+    core = bench_core(lines, repeats)
+    results: dict[str, Any] = {"core": core}
+    settings = Settings()
+    broker = None
+    if settings.broker_url:
+        bootstrap, kind = settings.broker_url, settings.broker_kind
+    else:
+        broker = EmbeddedBroker().start()
+        bootstrap, kind = broker.url, "tansu"
+    try:
+        sample = lines[:transport_events]
+        say(f"bench: aiokafka passthrough on {len(sample)} records")
+        results["aiokafka_passthrough_per_s"] = asyncio.run(bench_aiokafka(bootstrap, sample, tag))
+        say(f"bench: Faust passthrough on {len(sample)} records")
+        results["faust_passthrough_per_s"] = asyncio.run(bench_faust(bootstrap, sample, tag))
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "events.jsonl"
+            ordered = sorted(events[:transport_events], key=lambda e: e["ts"])
+            log.write_bytes(b"".join(dumps(e) + b"\n" for e in ordered))
+            say(f"bench: one worker, end to end, on {len(ordered)} events")
+            results["worker"] = asyncio.run(bench_worker_throughput(bootstrap, log, kind, tag))
+        half = results["worker"]["events_per_s"] / 2
+        # Decisions need history: a smaller portfolio over months gives them from the first week.
+        dense, _ = simulate(2000, 120, seed)
+        say(f"bench: latency at {half:.0f} events/s for {latency_s:.0f} s (2,000 accounts, 120 days)")
+        results["latency"] = asyncio.run(bench_worker_latency(bootstrap, dense, half, kind, tag, latency_s))
+    finally:
+        if broker is not None:
+            broker.stop()
+    print(format_bench(results), file=out)
+    return results
+
+
+def format_bench(r: dict[str, Any]) -> str:
+    c, w, lat = r["core"], r["worker"], r["latency"]
+    raw = r["aiokafka_passthrough_per_s"]
+    rows = [
+        ("core replay (decode, core, encode; one core)", f"{c['events_per_s']:,.0f} events/s",
+         f"median of {len(c['runs'])}: " + ", ".join(f"{x:,.0f}" for x in c["runs"])),
+        ("aiokafka consume -> orjson -> produce (ceiling)", f"{raw:,.0f} events/s", "1.00 of raw"),
+        ("Faust passthrough agent (ceiling)", f"{r['faust_passthrough_per_s']:,.0f} events/s",
+         f"{r['faust_passthrough_per_s'] / raw:.2f} of raw"),
+        ("one riskmon worker, input topics -> decisions", f"{w['events_per_s']:,.0f} events/s",
+         f"{w['events_per_s'] / raw:.2f} of raw, {w['events_per_s'] / c['events_per_s']:.2f} of core"),
+        (f"produce -> decision consumed at {lat['offered_per_s']:,.0f}/s offered",
+         f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms",
+         f"{lat['samples']} decisions, {lat['achieved_per_s']:,.0f}/s achieved"),
+        ("state per account", f"{c['state_bytes_mean']:.0f} B serialised (max {c['state_bytes_max']})",
+         f"{c['rss_bytes_per_account']:.0f} B resident, {c['accounts']} accounts"),
+    ]
+    width = max(len(a) for a, _, _ in rows)
+    return "\n".join(f"{a:<{width}}  {b:<40}  {x}" for a, b, x in rows)
