@@ -149,8 +149,7 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
                     proc.ingest(category_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value, ev)
                     touched.add(m.partition)
                 for p in touched:
-                    rnd = proc.release(p, caught_up(p))
-                    if rnd is not None:
+                    for rnd in proc.release(p, caught_up(p)):
                         await ports.write(rnd)
 
     @app.timer(0.2)
@@ -158,8 +157,7 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
         """Held events wait for a topic to catch up; nothing else may wake them."""
         async with lock:
             for p in list(proc.shards):
-                rnd = proc.release(p, caught_up(p))
-                if rnd is not None:
+                for rnd in proc.release(p, caught_up(p)):
                     await ports.write(rnd)
 
     @app.on_partitions_revoked.connect

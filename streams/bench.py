@@ -170,12 +170,19 @@ async def bench_faust(bootstrap: str, lines: list[bytes], tag: str) -> float:
 
 
 def _worker(settings: Settings, bootstrap: str) -> subprocess.Popen[bytes]:
+    """A worker process; its output goes to DATADIR/worker.log."""
     env = dict(os.environ, RISKMON_BROKER_URL=bootstrap, RISKMON_BROKER_KIND=settings.broker_kind,
                RISKMON_PARTITIONS=str(settings.partitions), RISKMON_TOPIC_PREFIX=settings.topic_prefix,
                RISKMON_APP_ID=settings.app_id, RISKMON_DATADIR=str(settings.datadir), RISKMON_WEB_PORT=str(settings.web_port),
                RISKMON_SESSION_TIMEOUT_S="6")
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(Path(settings.datadir) / "worker.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _check_alive(proc: subprocess.Popen[bytes], settings: Settings) -> None:
+    if proc.poll() is not None:
+        tail = (Path(settings.datadir) / "worker.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"the worker exited with code {proc.returncode}:\n{tail}")
 
 
 async def _committed(bootstrap: str, group: str, topics: list[str], partitions: int) -> int:
@@ -209,6 +216,7 @@ async def bench_worker_throughput(bootstrap: str, log: Path, kind: str, tag: str
         t_end = None
         deadline = time.perf_counter() + 900
         while time.perf_counter() < deadline:
+            _check_alive(proc, s)
             done = await _committed(bootstrap, s.app_id, list(s.input_topics.values()), s.partitions)
             now = time.perf_counter()
             if done > 0 and start is None:
@@ -265,6 +273,8 @@ async def bench_worker_latency(bootstrap: str, events: list[dict[str, Any]], rat
         for e in events:
             if time.perf_counter() - t0 > seconds:
                 break
+            if n % 1000 == 0:
+                _check_alive(proc, s)
             ahead = n / rate - (time.perf_counter() - t0)
             if ahead > 0:
                 await asyncio.sleep(ahead)

@@ -46,6 +46,10 @@ log = logging.getLogger("riskmon.processor")
 SHARD_KEY_PREFIX = b"__shard__:"
 QUALITY_KEY_PREFIX = b"__quality__:"
 QUALITY_EVERY_ROUNDS = 50
+# A round's snapshot record carries the states it changed (up to ~1 KB each):
+# 256 events keep it far below Kafka's 1 MB default record limit. A batch of
+# 1,000 new accounts in one round made a 1.66 MB record and the producer crashed.
+MAX_ROUND_EVENTS = 256
 
 
 class Ports(Protocol):
@@ -202,11 +206,11 @@ class StreamProcessor:
             self.counts["late"] += 1
         heapq.heappush(sh.heap, Held(event_order(event.ts, event.type, offset), event, raw, category, topic, offset, handle))
 
-    def release(self, partition: int, caught_up: Callable[[str], bool]) -> Round | None:
-        """Apply every held event of ``partition`` that no topic can still precede."""
+    def release(self, partition: int, caught_up: Callable[[str], bool]) -> list[Round]:
+        """Apply every held event of ``partition`` that no topic can still precede, in bounded rounds."""
         sh = self.shards.get(partition)
         if sh is None or not (sh.heap or sh.settled):
-            return None
+            return []
         ready: list[Held] = []
         if sh.heap:
             bounds = [sh.max_ts.get(c) for c in CATEGORY_RANK if not caught_up(c)]
@@ -214,9 +218,9 @@ class StreamProcessor:
                 watermark = min((b for b in bounds if b is not None), default=None)
                 while sh.heap and (watermark is None or sh.heap[0].order[0] <= watermark):
                     ready.append(heapq.heappop(sh.heap))
-        if not ready and not sh.settled:
-            return None
-        return self._round(sh, ready)
+        if not ready:
+            return [self._round(sh, [])] if sh.settled else []
+        return [self._round(sh, ready[i : i + MAX_ROUND_EVENTS]) for i in range(0, len(ready), MAX_ROUND_EVENTS)]
 
     def held(self) -> int:
         return sum(len(sh.heap) for sh in self.shards.values())
