@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import resource
+import tracemalloc
 import statistics
 import subprocess
 import sys
@@ -34,21 +34,12 @@ from .topics import create_topics
 __all__ = ["run_bench"]
 
 
-def _rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def bench_core(lines: list[bytes], repeats: int) -> dict[str, Any]:
     """Decode -> core -> encode on one core, as replay does, without file I/O."""
     rates = []
     engine = None
     for _ in range(repeats):
         gc.collect()
-        rss0 = _rss_kb()
         t0 = time.perf_counter()
         evs = [decode(line) for line in lines]
         evs.sort(key=lambda e: event_order(e.ts, e.type, 0))
@@ -61,14 +52,26 @@ def bench_core(lines: list[bytes], repeats: int) -> dict[str, Any]:
                     dumps(d.to_dict())
                     n_dec += 1
         rates.append(len(lines) / (time.perf_counter() - t0))
-        rss1 = _rss_kb()
     assert engine is not None
     accounts = len(engine.states)
     sizes = [len(dumps(s)) for s in engine.states.values()]
+    # Resident: the Python heap the engine holds after a run (RSS does not shrink
+    # when a previous run's objects are freed, so it cannot be differenced).
+    del engine
+    evs = sorted((decode(line) for line in lines), key=lambda e: event_order(e.ts, e.type, 0))
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    engine = Engine(4)
+    for e in evs:
+        engine.process(e)
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
     return {
         "events": len(lines), "accounts": accounts, "events_per_s": statistics.median(rates), "runs": rates,
         "state_bytes_mean": statistics.mean(sizes), "state_bytes_max": max(sizes),
-        "rss_bytes_per_account": (rss1 - rss0) * 1024 / accounts,
+        "heap_bytes_per_account": held / accounts,
     }
 
 
@@ -359,7 +362,7 @@ def format_bench(r: dict[str, Any]) -> str:
          f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms",
          f"{lat['samples']} decisions, {lat['achieved_per_s']:,.0f}/s achieved"),
         ("state per account", f"{c['state_bytes_mean']:.0f} B serialised (max {c['state_bytes_max']})",
-         f"{c['rss_bytes_per_account']:.0f} B resident, {c['accounts']} accounts"),
+         f"{c['heap_bytes_per_account']:.0f} B resident (Python heap), {c['accounts']} accounts"),
     ]
     width = max(len(a) for a, _, _ in rows)
     return "\n".join(f"{a:<{width}}  {b:<40}  {x}" for a, b, x in rows)
