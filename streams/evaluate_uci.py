@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from models.codec import decode_obj, parse_ts
+from models.codec import decode_obj
 from models.dpd import DAY_MS
 from models.engine import Engine
 from models.events import CATEGORY, CATEGORY_RANK
