@@ -30,6 +30,7 @@ from .produce import produce
 from .replay import event_order
 from .settings import Settings
 from .topics import create_topics
+from .worker import start_worker_process
 
 __all__ = ["run_bench"]
 
@@ -93,32 +94,33 @@ async def _drain(bootstrap: str, topic: str, n: int, timeout_s: float, group: st
     return time.perf_counter() - t0
 
 
-async def _fill(bootstrap: str, topic: str, lines: list[bytes]) -> None:
+async def _filled_pair(bootstrap: str, name: str, lines: list[bytes]) -> tuple[str, str]:
+    """An input topic holding ``lines`` and an empty output topic, 4 partitions each."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    src, dst = f"{name}.in", f"{name}.out"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(src, 4, 1), NewTopic(dst, 4, 1)])
+    await admin.close()
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
     await p.start()
     try:
         futs = []
         for i, line in enumerate(lines):
-            futs.append(await p.send(topic, line, key=str(i % 997).encode()))
+            futs.append(await p.send(src, line, key=str(i % 997).encode()))
             if len(futs) >= 5000:
                 await asyncio.gather(*futs)
                 futs.clear()
         await asyncio.gather(*futs)
     finally:
         await p.stop()
+    return src, dst
 
 
 async def bench_aiokafka(bootstrap: str, lines: list[bytes], tag: str) -> float:
     """Ceiling: consume -> orjson -> produce, one process."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    src, dst = f"bench.{tag}.raw.in", f"bench.{tag}.raw.out"
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(src, 4, 1), NewTopic(dst, 4, 1)])
-    await admin.close()
-    await _fill(bootstrap, src, lines)
+    src, dst = await _filled_pair(bootstrap, f"bench.{tag}.raw", lines)
     c = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
                          max_partition_fetch_bytes=4 << 20)
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
@@ -146,14 +148,7 @@ async def bench_aiokafka(bootstrap: str, lines: list[bytes], tag: str) -> float:
 
 async def bench_faust(bootstrap: str, lines: list[bytes], tag: str) -> float:
     """Ceiling: a Faust passthrough agent, defaults but linger 5 ms, one worker process."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    src, dst = f"bench.{tag}.faust.in", f"bench.{tag}.faust.out"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(src, 4, 1), NewTopic(dst, 4, 1)])
-    await admin.close()
-    await _fill(bootstrap, src, lines)
+    src, dst = await _filled_pair(bootstrap, f"bench.{tag}.faust", lines)
     env = dict(os.environ, BENCH_APP_ID=f"bench-{tag}-faust", BENCH_BROKER=bootstrap, BENCH_IN=src, BENCH_OUT=dst,
                BENCH_DATADIR=tempfile.mkdtemp(prefix="riskmon-bench-"))
     proc = subprocess.Popen([sys.executable, "-m", "streams.bench_faust", "worker", "-l", "error"], env=env,
@@ -172,12 +167,8 @@ async def bench_faust(bootstrap: str, lines: list[bytes], tag: str) -> float:
 
 def _worker(settings: Settings, bootstrap: str) -> subprocess.Popen[bytes]:
     """A worker process; its output goes to DATADIR/worker.log."""
-    env = dict(os.environ, RISKMON_BROKER_URL=bootstrap, RISKMON_BROKER_KIND=settings.broker_kind,
-               RISKMON_PARTITIONS=str(settings.partitions), RISKMON_TOPIC_PREFIX=settings.topic_prefix,
-               RISKMON_APP_ID=settings.app_id, RISKMON_DATADIR=str(settings.datadir), RISKMON_WEB_PORT=str(settings.web_port),
-               RISKMON_SESSION_TIMEOUT_S="6")
     log = open(Path(settings.datadir) / "worker.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    return start_worker_process(settings, bootstrap, settings.broker_kind, log, {"RISKMON_SESSION_TIMEOUT_S": "6"})
 
 
 def _check_alive(proc: subprocess.Popen[bytes], settings: Settings) -> None:
@@ -308,6 +299,9 @@ def run_bench(accounts: int, days: int, seed: int, repeats: int, transport_event
         print(text, file=sys.stderr, flush=True)
 
     tag = f"{os.getpid()}-{int(time.time())}"
+    if transport_events < 20_000:
+        say("bench: note: worker throughput is read from committed offsets, which Faust moves every ~3 s; "
+            f"with {transport_events} events it comes out far too low (use 20,000 or more)")
     say(f"bench: simulating {accounts} accounts over {days} days")
     events, _ = simulate(accounts, days, seed)
     lines = [dumps(e) for e in events]
