@@ -132,9 +132,12 @@ def _money(obj: dict[str, Any], name: str, allow_zero: bool = False) -> int:
         raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' is negative: {value}")
     if value == 0 and not allow_zero:
         raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' is zero")
-    minor = round(value * 100)
-    if minor > MAX_AMOUNT_MINOR:
+    # Compared before scaling: near 1e308, value * 100 is infinite and round() raises.
+    if value > MAX_AMOUNT_MINOR / 100:
         raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' is absurdly large: {value}")
+    minor = round(value * 100)
+    if minor == 0 and not allow_zero:  # e.g. 1e-9: positive, but nothing in minor units
+        raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' rounds to zero: {value}")
     if abs(value * 100 - minor) > 1e-6 * max(1.0, abs(value)):
         raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' has more than two decimals: {value}")
     return int(minor)

@@ -201,6 +201,11 @@ class StreamProcessor:
             done.add(offset)
             sh.settled.append((handle, self._deadletter(topic, partition, offset, key, raw, r.reason.value, r.detail)))
             return
+        except Exception as exc:  # the codec promises Rejected only; a record must not stop the worker if it breaks that
+            done.add(offset)
+            sh.settled.append((handle, self._deadletter(topic, partition, offset, key, raw, RejectReason.INTERNAL_ERROR.value,
+                                                        f"{type(exc).__name__}: {str(exc)[:200]}")))
+            return
         sh.max_ts[category] = max(sh.max_ts.get(category, event.ts), event.ts)
         if event.ts < sh.applied_ts:
             self.counts["late"] += 1

@@ -170,3 +170,21 @@ def test_a_burst_of_new_accounts_is_split_into_records_kafka_accepts() -> None:
     ports.write(rounds)
     assert proc.counts["applied"] == 4000 and sorted(ports.acked) == list(range(4000))
     assert ports.max_snapshot < 512 * 1024, ports.max_snapshot
+
+
+def test_a_record_that_breaks_the_codec_is_dead_lettered_and_the_partition_goes_on(monkeypatch) -> None:
+    import streams.processor as sp
+
+    def broken(raw: bytes, max_bytes: int) -> object:
+        if raw == b"poison":
+            raise OverflowError("cannot convert float infinity to integer")
+        return decode_real(raw, max_bytes)
+
+    decode_real = sp.decode
+    monkeypatch.setattr(sp, "decode", broken)
+    events, _ = simulate(20, 20, seed=2)
+    clean, _ = run_stream(events, 4)
+    ports, proc = run_stream(events, 4, extra={("transactions", 0): [b"poison"]})
+    assert sorted(ports.decisions) == sorted(clean.decisions)
+    assert [h["riskmon-reason"] for _, h in ports.dead] == [b"internal_error"]
+    assert proc.rejected["internal_error"] == 1
