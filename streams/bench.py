@@ -168,7 +168,7 @@ async def bench_faust(bootstrap: str, lines: list[bytes], tag: str) -> float:
 def _worker(settings: Settings, bootstrap: str) -> subprocess.Popen[bytes]:
     """A worker process; its output goes to DATADIR/worker.log."""
     log = open(Path(settings.datadir) / "worker.log", "wb")
-    return start_worker_process(settings, bootstrap, settings.broker_kind, log, {"RISKMON_SESSION_TIMEOUT_S": "6"})
+    return start_worker_process(settings.model_copy(update={"broker_url": bootstrap, "session_timeout_s": 6.0}), log)
 
 
 def _check_alive(proc: subprocess.Popen[bytes], settings: Settings) -> None:

@@ -57,6 +57,18 @@ class Settings(BaseSettings):
             raise ValueError("RISKMON_STORE must be memory:// or rocksdb://")
         return self
 
+    def to_env(self) -> dict[str, str]:
+        """Every setting as the RISKMON_* variable that reads it back, so a child process gets all of them."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"RISKMON_{name.upper()}"] = str(value)
+        return env
+
     @property
     def input_topics(self) -> dict[str, str]:
         """Category -> topic name (control, lifecycle, transactions, repayments)."""

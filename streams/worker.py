@@ -34,20 +34,13 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     worker.execute_from_commandline()
 
 
-def _worker_env(settings: Settings, bootstrap: str, kind: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(RISKMON_BROKER_URL=bootstrap, RISKMON_BROKER_KIND=kind, RISKMON_PARTITIONS=str(settings.partitions),
-               RISKMON_TOPIC_PREFIX=settings.topic_prefix, RISKMON_APP_ID=settings.app_id,
-               RISKMON_DATADIR=str(settings.datadir), RISKMON_WEB_PORT=str(settings.web_port))
-    return env
-
-
-def start_worker_process(settings: Settings, bootstrap: str, kind: str, log: IO[bytes] | None = None,
-                         extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    env = _worker_env(settings, bootstrap, kind) | (extra_env or {})
+def start_worker_process(settings: Settings, log: IO[bytes] | None = None, loglevel: str = "warn") -> subprocess.Popen[bytes]:
+    """`riskmon worker` as a child process with exactly ``settings`` (all of them, through its environment)."""
+    env = dict(os.environ) | settings.to_env()
     # Its own session: a Ctrl-C at the terminal reaches `riskmon run`, which stops the worker in order.
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, start_new_session=True,
-                            stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT if log else None)
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", loglevel], env=env,
+                            start_new_session=True, stdout=log or subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT if log else None)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
@@ -94,7 +87,7 @@ def run_all(settings: Settings, events: Path | None, accounts: int, days: int, s
             tmp.write_bytes(b"".join(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) + b"\n" for e in evs))
             events = tmp
             print(f"riskmon: simulated {len(evs)} events for {accounts} accounts over {days} days", file=sys.stderr)
-        worker = start_worker_process(settings, bootstrap, kind)
+        worker = start_worker_process(settings)
         print(f"riskmon: worker started (web and metrics on http://{settings.web_host}:{settings.web_port}/); "
               "decisions follow. Ctrl-C to stop.", file=sys.stderr)
 

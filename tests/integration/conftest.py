@@ -8,7 +8,6 @@ import os
 import pathlib
 import signal
 import subprocess
-import sys
 import time
 from typing import Any, Iterator
 
@@ -21,6 +20,7 @@ from streams.broker import EmbeddedBroker, free_port
 from streams.replay import replay
 from streams.settings import Settings
 from streams.topics import create_topics
+from streams.worker import start_worker_process
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 _ids = itertools.count()
@@ -48,21 +48,12 @@ class Cluster:
         self.workers: list[subprocess.Popen[bytes]] = []
         asyncio.run(create_topics(self.settings, self.bootstrap))
 
-    def env(self, port: int, slot: int) -> dict[str, str]:
-        s = self.settings
-        env = dict(os.environ)
-        env.update(RISKMON_BROKER_URL=s.broker_url or "", RISKMON_BROKER_KIND="tansu", RISKMON_PARTITIONS=str(s.partitions),
-                   RISKMON_TOPIC_PREFIX=s.topic_prefix, RISKMON_APP_ID=s.app_id, RISKMON_DATADIR=str(s.datadir / f"slot{slot}"),
-                   RISKMON_WEB_PORT=str(port), RISKMON_SESSION_TIMEOUT_S="6", PYTHONUNBUFFERED="1",
-                   RISKMON_STORE=s.store)
-        return env
-
     def start_worker(self, slot: int = 0) -> subprocess.Popen[bytes]:
         """A worker process; one started in the slot of a dead one finds its local store (rocksdb) again."""
         port = free_port()
         log = open(self.tmp / f"worker-{port}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], env=self.env(port, slot), cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
+        settings = self.settings.model_copy(update={"datadir": self.settings.datadir / f"slot{slot}", "web_port": port})
+        proc = start_worker_process(settings, log, loglevel="info")
         self.workers.append(proc)
         return proc
 

@@ -1,6 +1,7 @@
 """Adapter pieces that need no broker: partitioner, settings, CLI errors."""
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -58,3 +59,19 @@ def test_commands_that_need_a_broker_say_so(cmd: list[str], monkeypatch: pytest.
     monkeypatch.delenv("RISKMON_BROKER_URL", raising=False)
     assert main(cmd) == 2
     assert "RISKMON_BROKER_URL is not set" in capsys.readouterr().err
+
+
+def test_a_child_process_reads_back_every_setting(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """start_worker_process hands settings over as RISKMON_* variables: all of them, not a chosen few."""
+    given = Settings(broker_url="h1:9092,h2:9092", broker_kind="tansu", partitions=8, store="rocksdb://",
+                     datadir=tmp_path, web_port=7001, session_timeout_s=6.0, batch_size=77,
+                     security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", sasl_username="u",
+                     sasl_password="s3cret")  # type: ignore[arg-type]
+    for k in list(os.environ):
+        if k.startswith("RISKMON_"):
+            monkeypatch.delenv(k)
+    for k, v in given.to_env().items():
+        monkeypatch.setenv(k, v)
+    back = Settings()
+    assert back.model_dump() == given.model_dump()
+    assert back.sasl_password is not None and back.sasl_password.get_secret_value() == "s3cret"
