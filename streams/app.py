@@ -175,5 +175,4 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
             owned.clear()
             owned.update(mine)
 
-    app.riskmon_processor = proc  # type: ignore[attr-defined]
     return app, proc

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Sequence
@@ -18,7 +17,6 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-DEFAULT_PARTITIONS = int(os.environ.get("RISKMON_PARTITIONS", "4"))
 
 
 class _LimitedReport:
@@ -93,7 +91,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         out = _TextOut(out)
     try:
         summary = replay(
-            args.events, out, partitions=args.partitions, policy=policy, truth=truth, report=report,  # type: ignore[arg-type]
+            args.events, out, partitions=args.partitions or _settings().partitions, policy=policy, truth=truth, report=report,  # type: ignore[arg-type]
             progress=sys.stderr.isatty() and not args.quiet, checkpoint_every=args.checkpoint_every, bad_dpd=args.bad_dpd,
         )
     finally:
@@ -194,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="run an event log through the core and write decisions")
     r.add_argument("events", help="JSONL event log")
     r.add_argument("--out", help="decisions file (default: stdout)")
-    r.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
+    r.add_argument("--partitions", type=int,
                    help="shards, as the input topic's partitions (default: $RISKMON_PARTITIONS or 4)")
     r.add_argument("--policy", help="policy TOML (default: the shipped policy)")
     r.add_argument("--truth", help="truth file from simulate: print how decisions match it (never seen by the core)")
