@@ -17,9 +17,10 @@ import numpy as np
 from models.codec import decode_obj
 from models.dpd import DAY_MS
 from models.engine import Engine
-from models.events import CATEGORY, CATEGORY_RANK
 from models.quality import ks_statistic, roc_auc
 from models.uci import COHORTS, DEFAULT_COLUMN, MONTHS, client_events, cohort_of, load_rows
+
+from .replay import event_order
 
 __all__ = ["DEFAULT_DATA", "UciResult", "evaluate_uci", "format_result"]
 
@@ -59,9 +60,9 @@ def evaluate_uci(path: str | Path = DEFAULT_DATA, cohorts: int = COHORTS, test_c
     by_id = {f"UCI{r['ID']:05d}": r for r in rows}
     log = []
     for r in rows:
-        for i, e in enumerate(client_events(r, cohorts)):
+        for e in client_events(r, cohorts):
             ev = decode_obj(e)
-            log.append(((ev.ts, CATEGORY_RANK[CATEGORY[ev.type]], r["ID"], i), ev))
+            log.append((event_order(ev.ts, ev.type, len(log)), ev))
     log.sort(key=lambda x: x[0])
     engine = Engine(partitions=1)
     outcome: dict[str, tuple[float, list[float], bool, int]] = {}  # aid -> (score, features, default, ts)
