@@ -12,11 +12,15 @@ import weakref
 from typing import Any, Callable, Iterator
 
 import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.streams import _current_event  # the table writes to the changelog partition of the "current" event
 from faust.types import TP
 
 from models.policy import load_policy
 
+from prometheus_client import CollectorRegistry
+
+from .metrics import Metrics
 from .processor import Round, StreamProcessor
 from .settings import Settings
 from .topics import client_config
@@ -46,7 +50,7 @@ class FaustPorts:
         return self.table.get(key)  # type: ignore[no-any-return]
 
     async def write(self, rnd: Round) -> None:
-        """Make a round durable in the order the processor's recovery relies on."""
+        """Make a round durable in the order the processor's recovery relies on; the caller then calls ``proc.saved``."""
         sent = [await self.decisions.send(key=aid.encode(), value=value) for aid, value in rnd.decisions]
         sent += [await self.deadletter.send(key=key, value=value, headers=headers) for key, value, headers in rnd.dead]
         if sent:
@@ -110,12 +114,37 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
     table = app.Table("accounts", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes)
     policy = load_policy(settings.policy_file) if settings.policy_file else None
     ports = FaustPorts(table, decisions, deadletter)
+    # /metrics on the worker's web port: riskmon's metrics and Faust's sensors, one registry.
+    registry = CollectorRegistry()
+    setup_prometheus_sensors(app, registry=registry, name_prefix="riskmon_faust")
+    metrics = Metrics(registry)
     proc = StreamProcessor(
         ports, policy=policy, checkpoint_every=settings.checkpoint_every,
         bad_dpd=settings.bad_dpd, max_record_bytes=settings.max_record_bytes, on_decision=on_decision,
+        metrics=metrics,
     )
     lock = asyncio.Lock()
     owned: set[int] = set()  # input partitions this worker holds now
+
+    def lag() -> list[tuple[str, int, int]]:
+        out = []
+        for p in sorted(owned):
+            shard = proc.shards.get(p)
+            for category, topic in names.items():
+                tp = TP(topic, p)
+                hw = app.consumer.highwater(tp)
+                if hw is None or hw < 0:
+                    continue
+                done = shard.applied.get(category) if shard else None
+                low = done.low if done is not None else (app.consumer._committed_offset.get(tp) or 0)
+                out.append((topic, p, max(hw - low, 0)))
+        return out
+
+    metrics.watch(proc, lag, lambda: len(owned))
+
+    async def write(rnd: Round) -> None:
+        await ports.write(rnd)
+        proc.saved(rnd)
 
     def caught_up(partition: int) -> Callable[[str], bool]:
         shard = proc.shards.get(partition)
@@ -150,7 +179,7 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
                     touched.add(m.partition)
                 for p in touched:
                     for rnd in proc.release(p, caught_up(p)):
-                        await ports.write(rnd)
+                        await write(rnd)
 
     @app.timer(0.2)
     async def release_held() -> None:
@@ -158,7 +187,7 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
         async with lock:
             for p in list(proc.shards):
                 for rnd in proc.release(p, caught_up(p)):
-                    await ports.write(rnd)
+                    await write(rnd)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import heapq
 import logging
 import pickle
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import orjson
 
@@ -38,6 +39,9 @@ from models.policy import Policy
 from models.state import AccountState
 
 from .replay import event_order
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 __all__ = ["Ports", "StreamProcessor", "Held", "Round", "OffsetSet", "SHARD_KEY_PREFIX", "QUALITY_KEY_PREFIX"]
 
@@ -91,6 +95,7 @@ class Held:
     topic: str = field(compare=False)
     offset: int = field(compare=False)
     handle: Any = field(compare=False)
+    received: float = field(compare=False)  # time.monotonic() at ingest
 
 
 @dataclass
@@ -104,6 +109,25 @@ class Round:
     states: list[tuple[bytes, bytes]] = field(default_factory=list)
     snapshot: list[tuple[bytes, bytes]] = field(default_factory=list)
     acks: list[Any] = field(default_factory=list)
+    received: list[float] = field(default_factory=list)  # arrival times of the events applied
+
+
+# Outcomes are graded in these score bands (upper edges) for the calibration metric.
+SCORE_BANDS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def score_band(score: float | None) -> str:
+    """The calibration band of a graded score: its upper edge, or "unscored" before the model was warm.
+
+    >>> score_band(0.03), score_band(1.0), score_band(None)
+    ('0.05', '1', 'unscored')
+    """
+    if score is None:
+        return "unscored"
+    for edge in SCORE_BANDS:
+        if score <= edge:
+            return f"{edge:g}"
+    return "1"
 
 
 @dataclass
@@ -118,6 +142,8 @@ class _Shard:
     rounds: int = 0
     states: dict[str, AccountState | None] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)  # restored from a snapshot, to be written again
+    status: Counter[str] = field(default_factory=Counter)  # accounts by early-warning state
+    saved_at: float = 0.0  # time.time() when the host last made a round of this partition durable
     # Records settled at ingest, to ack with the next round: a dead letter to send, or None
     # for a record applied in an earlier life.
     settled: list[tuple[Any, tuple[bytes | None, bytes, list[tuple[str, bytes]]] | None]] = field(default_factory=list)
@@ -134,6 +160,7 @@ class StreamProcessor:
         bad_dpd: int = 30,
         max_record_bytes: int = 16_384,
         on_decision: Callable[[dict[str, Any]], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.ports = ports
         self.policy = policy
@@ -141,10 +168,15 @@ class StreamProcessor:
         self.bad_dpd = bad_dpd
         self.max_record_bytes = max_record_bytes
         self.on_decision = on_decision
+        self.metrics = metrics
         self.shards: dict[int, _Shard] = {}
+        # Counts since this worker started; streams.metrics exports them at scrape time.
         self.counts: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
-        self.decisions: Counter[str] = Counter()
+        self.events: Counter[tuple[str, str]] = Counter()  # (event type or "unknown", accepted|rejected|duplicate)
+        self.rejected: Counter[tuple[str, str]] = Counter()  # (input topic category, reason)
+        self.decisions: Counter[tuple[str, str]] = Counter()  # (action, first reason code)
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (score band, default|good)
+        self.outcome_scores: Counter[str] = Counter()  # score band -> sum of the scores graded
 
     # -- partitions -------------------------------------------------------
     def shard(self, partition: int) -> _Shard:
@@ -158,7 +190,8 @@ class StreamProcessor:
                 for cat, (low, extra) in snap["applied"].items():
                     applied[cat] = OffsetSet(low)
                     applied[cat].extra = set(extra)
-                sh = _Shard(partition, monitor, applied, applied_ts=snap["applied_ts"], rounds=snap["rounds"])
+                sh = _Shard(partition, monitor, applied, applied_ts=snap["applied_ts"], rounds=snap["rounds"],
+                            status=Counter(snap.get("status", {})))
                 for key, value in snap["states"]:
                     sh.states[key.decode()] = orjson.loads(value)
                     sh.dirty.add(key.decode())
@@ -181,6 +214,7 @@ class StreamProcessor:
     def ingest(self, category: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, handle: Any) -> None:
         """Take one record: skip it if applied before, dead-letter it, or hold it for ordering."""
         raw = value or b""
+        received = time.monotonic()
         self.counts["received"] += 1
         sh = self.shard(partition)
         done = sh.applied.get(category)
@@ -193,23 +227,27 @@ class StreamProcessor:
             sh.settled.append((handle, None))
             return
         sh.last_offset[category] = max(sh.last_offset.get(category, -1), offset)
+        etype = "unknown"
         try:
             event = decode(raw, self.max_record_bytes)
+            etype = event.type
             if CATEGORY[event.type] != category:
                 raise Rejected(RejectReason.WRONG_TOPIC, f"a {event.type} event on the {category} topic")
         except Rejected as r:
             done.add(offset)
-            sh.settled.append((handle, self._deadletter(topic, partition, offset, key, raw, r.reason.value, r.detail)))
+            sh.settled.append((handle, self._deadletter(category, etype, topic, partition, offset, key, raw, r.reason.value, r.detail)))
             return
         except Exception as exc:  # the codec promises Rejected only; a record must not stop the worker if it breaks that
             done.add(offset)
-            sh.settled.append((handle, self._deadletter(topic, partition, offset, key, raw, RejectReason.INTERNAL_ERROR.value,
-                                                        f"{type(exc).__name__}: {str(exc)[:200]}")))
+            sh.settled.append((handle, self._deadletter(category, etype, topic, partition, offset, key, raw,
+                                                        RejectReason.INTERNAL_ERROR.value, f"{type(exc).__name__}: {str(exc)[:200]}")))
             return
         sh.max_ts[category] = max(sh.max_ts.get(category, event.ts), event.ts)
         if event.ts < sh.applied_ts:
             self.counts["late"] += 1
-        heapq.heappush(sh.heap, Held(event_order(event.ts, event.type, offset), event, raw, category, topic, offset, handle))
+        if self.metrics is not None:
+            self.metrics.event_time_lag.observe(time.time() - event.ts / 1000)
+        heapq.heappush(sh.heap, Held(event_order(event.ts, event.type, offset), event, raw, category, topic, offset, handle, received))
 
     def release(self, partition: int, caught_up: Callable[[str], bool]) -> list[Round]:
         """Apply every held event of ``partition`` that no topic can still precede, in bounded rounds."""
@@ -230,6 +268,17 @@ class StreamProcessor:
     def held(self) -> int:
         return sum(len(sh.heap) for sh in self.shards.values())
 
+    def saved(self, rnd: Round) -> None:
+        """The host made ``rnd`` durable: its events are done."""
+        sh = self.shards.get(rnd.partition)
+        if sh is not None:
+            sh.saved_at = time.time()
+        if self.metrics is not None and rnd.received:
+            now = time.monotonic()
+            observe = self.metrics.processing.observe
+            for t in rnd.received:
+                observe(now - t)
+
     # -- internals --------------------------------------------------------
     def _round(self, sh: _Shard, ready: list[Held]) -> Round:
         anchor = ready[-1].handle if ready else sh.settled[-1][0]
@@ -240,34 +289,53 @@ class StreamProcessor:
             rnd.acks.append(handle)
         sh.settled = []
         writes: dict[str, AccountState] = {}
+        observe_score = self.metrics.score.observe if self.metrics is not None else None
         for h in ready:
             ev = h.event
             sh.applied_ts = max(sh.applied_ts, ev.ts)
             sh.applied[h.category].add(h.offset)
             rnd.acks.append(h.handle)
+            rnd.received.append(h.received)
             try:
                 if isinstance(ev, PolicyUpdate):
                     sh.monitor.control(ev)
                     self.counts["applied"] += 1
+                    self.events[(ev.type, "accepted")] += 1
                     continue
                 aid = ev.account_id
                 state = writes[aid] if aid in writes else self._state(sh, aid)
                 result = sh.monitor.apply(state, ev)
             except Rejected as r:
-                rnd.dead.append(self._deadletter(h.topic, sh.partition, h.offset, ev.account_id.encode(), h.raw, r.reason.value, r.detail))
+                rnd.dead.append(self._deadletter(h.category, ev.type, h.topic, sh.partition, h.offset, ev.account_id.encode(),
+                                                 h.raw, r.reason.value, r.detail))
                 continue
             except Exception as exc:  # a poison record must not stop the partition
-                rnd.dead.append(self._deadletter(h.topic, sh.partition, h.offset, ev.account_id.encode(), h.raw,
+                rnd.dead.append(self._deadletter(h.category, ev.type, h.topic, sh.partition, h.offset, ev.account_id.encode(), h.raw,
                                                  RejectReason.INTERNAL_ERROR.value, f"{type(exc).__name__}: {str(exc)[:200]}"))
                 continue
             if result.duplicate:
                 self.counts["duplicate"] += 1
+                self.events[(ev.type, "duplicate")] += 1
                 continue
             self.counts["applied"] += 1
-            writes[aid] = result.state
+            self.events[(ev.type, "accepted")] += 1
+            new = result.state
+            writes[aid] = new
+            if state is None or state["status"] != new["status"]:
+                if state is not None:
+                    sh.status[state["status"]] -= 1
+                sh.status[new["status"]] += 1
+            if observe_score is not None:
+                observe_score(new["score"])
+            for o in result.outcomes:
+                band = score_band(o.score)
+                self.outcomes[(band, "default" if o.default else "good")] += 1
+                self.outcome_scores[band] += o.score or 0.0
+            if sh.monitor.drift_detected:
+                self.counts["drift"] += 1
             for d in result.decisions:
                 body = d.to_dict()
-                self.decisions[d.action] += 1
+                self.decisions[(d.action, d.reasons[0].code if d.reasons else "none")] += 1
                 rnd.decisions.append((aid, dumps(body)))
                 if self.on_decision is not None:
                     self.on_decision(body)
@@ -284,7 +352,8 @@ class StreamProcessor:
         sh.rounds += 1
         p = str(sh.partition).encode()
         snap = {"monitor": sh.monitor.dumps(with_quality=False), "applied_ts": sh.applied_ts, "rounds": sh.rounds,
-                "applied": {c: (s.low, sorted(s.extra)) for c, s in sh.applied.items()}, "states": rnd.states}
+                "applied": {c: (s.low, sorted(s.extra)) for c, s in sh.applied.items()}, "states": rnd.states,
+                "status": dict(sh.status)}
         rnd.snapshot.append((SHARD_KEY_PREFIX + p, pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)))
         if sh.rounds % QUALITY_EVERY_ROUNDS == 0:
             rnd.snapshot.append((QUALITY_KEY_PREFIX + p, sh.monitor.dumps_quality()))
@@ -298,9 +367,10 @@ class StreamProcessor:
         sh.states[aid] = state
         return state
 
-    def _deadletter(self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes,
+    def _deadletter(self, category: str, etype: str, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes,
                     reason: str, detail: str) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
-        self.rejected[reason] += 1
+        self.rejected[(category, reason)] += 1
+        self.events[(etype, "rejected")] += 1
         headers = [("riskmon-reason", reason.encode()), ("riskmon-detail", detail.encode()[:512]),
                    ("riskmon-topic", topic.encode()), ("riskmon-partition", str(partition).encode()),
                    ("riskmon-offset", str(offset).encode())]

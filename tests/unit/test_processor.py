@@ -63,9 +63,10 @@ def _topics(events: list[dict]) -> dict[tuple[str, int], list[bytes]]:
     return out
 
 
-def run_stream(events: list[dict], seed: int, extra: dict[tuple[str, int], list[bytes]] | None = None) -> tuple[MemoryPorts, StreamProcessor]:
+def run_stream(events: list[dict], seed: int, extra: dict[tuple[str, int], list[bytes]] | None = None,
+               **kwargs: Any) -> tuple[MemoryPorts, StreamProcessor]:
     ports = MemoryPorts()
-    proc = StreamProcessor(ports)
+    proc = StreamProcessor(ports, **kwargs)
     topics = _topics(events)
     for k, v in (extra or {}).items():
         topics.setdefault(k, []).extend(v)
@@ -154,7 +155,9 @@ def test_bad_records_are_dead_lettered_with_their_bytes_and_the_rest_flows() -> 
     reasons = sorted(h["riskmon-reason"].decode() for _, h in ports.dead)
     assert reasons == ["malformed_json", "unknown_account", "wrong_topic"]
     assert {v for v, _ in ports.dead} == {*bad[("transactions", 0)], *bad[("repayments", 1)]}
-    assert dict(proc.rejected) == {"malformed_json": 1, "unknown_account": 1, "wrong_topic": 1}
+    assert dict(proc.rejected) == {("transactions", "malformed_json"): 1, ("repayments", "unknown_account"): 1,
+                                   ("transactions", "wrong_topic"): 1}
+    assert proc.events[("unknown", "rejected")] == 1 and proc.events[("payment", "rejected")] == 2
 
 
 def test_a_burst_of_new_accounts_is_split_into_records_kafka_accepts() -> None:
@@ -187,4 +190,4 @@ def test_a_record_that_breaks_the_codec_is_dead_lettered_and_the_partition_goes_
     ports, proc = run_stream(events, 4, extra={("transactions", 0): [b"poison"]})
     assert sorted(ports.decisions) == sorted(clean.decisions)
     assert [h["riskmon-reason"] for _, h in ports.dead] == [b"internal_error"]
-    assert proc.rejected["internal_error"] == 1
+    assert proc.rejected[("transactions", "internal_error")] == 1

@@ -1,0 +1,138 @@
+"""The worker's Prometheus metrics, on a registry the caller owns.
+
+Three distributions are observed on the hot path (a histogram observation costs
+about a microsecond). Everything else is read from the processor when
+Prometheus scrapes: the processor counts in plain Counters anyway, so the
+counters cost nothing per event, and the gauges (accounts by state, model
+quality, lag) are exact at the moment of the scrape.
+
+Names follow client_python's convention: ``riskmon_<noun>_total`` for
+counters, ``_seconds`` for durations. Labels are bounded sets (event type,
+action, reason code, partition, topic, score band); an account id is never a
+label value. Faust's own sensor metrics share the registry under
+``riskmon_faust_`` (they measure in milliseconds; that is Faust's choice).
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from models.state import STATUSES
+
+if TYPE_CHECKING:
+    from .processor import StreamProcessor
+
+__all__ = ["Metrics", "LATENCY_BUCKETS", "SCORE_BUCKETS"]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Event time behind the wall clock: seconds for a live feed, days for a replayed history.
+LAG_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0, 365 * 86400.0)
+SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
+
+# (topic, partition, records not yet applied) for each input partition this worker owns.
+LagSource = Callable[[], Iterable[tuple[str, int, int]]]
+
+
+class Metrics(Collector):
+    """riskmon's metrics on ``registry``: create it, hand it to the processor, then :meth:`watch` the processor."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.processing = Histogram(
+            "riskmon_processing_seconds",
+            "From a record's arrival in the worker to its round being durable (its decisions delivered)",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.event_time_lag = Histogram(
+            "riskmon_event_time_lag_seconds", "Wall clock minus event time, at arrival",
+            buckets=LAG_BUCKETS, registry=registry,
+        )
+        self.score = Histogram(
+            "riskmon_score", "Probability of default given to an account at each event applied",
+            buckets=SCORE_BUCKETS, registry=registry,
+        )
+        self._proc: StreamProcessor | None = None
+        self._lag: LagSource | None = None
+        self._owned: Callable[[], int] | None = None
+        registry.register(self)
+
+    def watch(self, proc: StreamProcessor, lag: LagSource | None = None, owned: Callable[[], int] | None = None) -> None:
+        """Export ``proc``'s counts; ``lag`` and ``owned`` come from the host, which knows the consumer."""
+        self._proc, self._lag, self._owned = proc, lag, owned
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # families vary with what the processor has seen; describe nothing, collect at scrape
+
+    def collect(self) -> Iterator[Metric]:
+        proc = self._proc
+        if proc is None:
+            return
+        yield _counter("riskmon_events", "Input records by event type (unknown: not decodable) and result",
+                       ["type", "result"], proc.events)
+        yield _counter("riskmon_deadletters", "Records sent to the dead-letter topic, by input topic and reason",
+                       ["topic", "reason"], proc.rejected)
+        yield _counter("riskmon_decisions", "Decisions emitted, by action and deciding (first) reason code",
+                       ["action", "reason"], proc.decisions)
+        yield _counter("riskmon_outcomes", "Outcomes learned, by the score band given at the statement and outcome",
+                       ["band", "outcome"], proc.outcomes)
+        yield _counter("riskmon_outcome_scores", "Sum of the scores graded by outcomes, by score band (for calibration)",
+                       ["band"], {(b,): v for b, v in proc.outcome_scores.items()})
+        for name, key, text in (
+            ("riskmon_events_late", "late", "Events that arrived after later events of their partition were applied"),
+            ("riskmon_events_redelivered", "redelivered", "Records skipped because an earlier life of the worker applied them"),
+            ("riskmon_drift_detections", "drift", "Drift detected in the model's error (ADWIN)"),
+        ):
+            c = CounterMetricFamily(name, text)
+            c.add_metric([], proc.counts[key])
+            yield c
+
+        accounts = GaugeMetricFamily("riskmon_accounts", "Accounts by early-warning state, in the partitions this worker owns",
+                                     labels=["status"])
+        totals = {s: 0 for s in STATUSES}
+        for sh in proc.shards.values():
+            for status, n in sh.status.items():
+                totals[status] = totals.get(status, 0) + n
+        for status, n in totals.items():
+            accounts.add_metric([status], n)
+        yield accounts
+
+        auc = GaugeMetricFamily("riskmon_model_auc", "Rolling ROC AUC of the score against outcomes (last 2,000)", labels=["partition"])
+        version = GaugeMetricFamily("riskmon_model_version", "Model checkpoints taken (the model version number)", labels=["partition"])
+        learned = GaugeMetricFamily("riskmon_model_outcomes", "Outcomes the partition's model has learned from", labels=["partition"])
+        policy = GaugeMetricFamily("riskmon_policy_info", "The policy version in force at the partition's event time", labels=["partition", "version"])
+        age = GaugeMetricFamily("riskmon_checkpoint_age_seconds", "Seconds since the partition's state was last made durable", labels=["partition"])
+        now = time.time()
+        for p, sh in sorted(proc.shards.items()):
+            label = str(p)
+            a = sh.monitor.quality.auc()
+            if a is not None:
+                auc.add_metric([label], a)
+            version.add_metric([label], sh.monitor.checkpoints)
+            learned.add_metric([label], sh.monitor.outcomes_seen)
+            policy.add_metric([label, sh.monitor.policy_at(max(sh.applied_ts, 0)).version], 1)
+            if sh.saved_at:
+                age.add_metric([label], now - sh.saved_at)
+        yield from (auc, version, learned, policy, age)
+
+        held = GaugeMetricFamily("riskmon_events_held", "Events waiting for event-time order")
+        held.add_metric([], proc.held())
+        yield held
+        owned = GaugeMetricFamily("riskmon_partitions_owned", "Input partitions assigned to this worker")
+        owned.add_metric([], self._owned() if self._owned is not None else len(proc.shards))
+        yield owned
+        if self._lag is not None:
+            lag = GaugeMetricFamily("riskmon_consumer_lag", "Input records not yet applied (high watermark minus applied)",
+                                    labels=["topic", "partition"])
+            for topic, partition, n in self._lag():
+                lag.add_metric([topic, str(partition)], n)
+            yield lag
+
+
+def _counter(name: str, text: str, labels: list[str], counts: dict[tuple[str, ...], float]) -> CounterMetricFamily:
+    c = CounterMetricFamily(name, text, labels=labels)
+    for key, value in sorted(counts.items()):
+        c.add_metric(list(key), value)
+    return c

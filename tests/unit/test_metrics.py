@@ -1,0 +1,103 @@
+"""The worker's metrics agree with what the processor did, and never name an account."""
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from models.events import CATEGORY
+from models.simulate import simulate
+from streams.metrics import Metrics
+from streams.processor import SHARD_KEY_PREFIX, StreamProcessor
+
+from .test_processor import P, run_stream
+
+
+def samples(registry: CollectorRegistry) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def total(rows: list[tuple[dict[str, str], float]], **match: str) -> float:
+    return sum(v for labels, v in rows if all(labels.get(k) == w for k, w in match.items()))
+
+
+def test_metrics_count_what_the_processor_did() -> None:
+    events, _ = simulate(300, 120, seed=5)
+    bad = {("transactions", 0): [b"{oops"], ("repayments", 1): [orjson.dumps(
+        {"type": "payment", "event_id": "x2", "account_id": "GHOST", "ts": "2025-01-02T00:00:00Z",
+         "amount": 1, "currency": "CNY", "channel": "app"})]}
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    ports, proc = run_stream(events, 3, extra=bad, metrics=metrics)
+    for rnd_p in range(P):  # the host marks rounds durable; run_stream's host does not, so mark one per partition
+        proc.shards[rnd_p].saved_at = 1.0
+    metrics.watch(proc, lag=lambda: [("riskmon.transactions", 0, 7)], owned=lambda: P)
+    m = samples(registry)
+
+    accounts = {e["account_id"] for e in events if e["type"] == "account_opened"}
+    assert total(m["riskmon_events_total"], result="accepted") == proc.counts["applied"] == len(events)
+    assert total(m["riskmon_events_total"], result="rejected") == 2
+    assert total(m["riskmon_events_total"], type="unknown", result="rejected") == 1
+    assert total(m["riskmon_deadletters_total"], topic="transactions", reason="malformed_json") == 1
+    assert total(m["riskmon_deadletters_total"], topic="repayments", reason="unknown_account") == 1
+
+    decisions = [orjson.loads(d) for d in ports.decisions]
+    by_action = Counter(d["action"] for d in decisions)
+    assert by_action, "the simulation gives decisions"
+    for action, n in by_action.items():
+        assert total(m["riskmon_decisions_total"], action=action) == n
+    by_reason = Counter((d["action"], d["reasons"][0]["code"]) for d in decisions)
+    for (action, reason), n in by_reason.items():
+        assert total(m["riskmon_decisions_total"], action=action, reason=reason) == n
+
+    # Accounts by state: exactly the states in the table, and every account counted once.
+    states = Counter(orjson.loads(v)["status"] for k, v in ports.table.items()
+                     if not k.startswith(b"__") and k.decode() in accounts)
+    for status in ("normal", "watch", "limit_reduced", "frozen", "closed"):
+        assert total(m["riskmon_accounts"], status=status) == states.get(status, 0), status
+    assert total(m["riskmon_accounts"]) == len(accounts)
+
+    # One score per account event applied (policy updates are not scored).
+    assert total(m["riskmon_score_count"]) == len(events)
+    assert total(m["riskmon_event_time_lag_seconds_count"]) == len(events) + 1  # the ghost payment decoded fine
+    outcomes = total(m["riskmon_outcomes_total"])
+    assert outcomes == sum(sh.monitor.outcomes_seen for sh in proc.shards.values()) > 0
+    assert total(m["riskmon_outcomes_total"], outcome="default") > 0
+    assert {r[0]["partition"] for r in m["riskmon_model_version"]} == {str(p) for p in range(P)}
+    assert all(0.0 <= v <= 1.0 for _, v in m["riskmon_model_auc"])
+    assert m["riskmon_consumer_lag"] == [({"topic": "riskmon.transactions", "partition": "0"}, 7.0)]
+    assert m["riskmon_partitions_owned"] == [({}, P)]
+
+    # No account id is ever a label value.
+    labels = {v for rows in m.values() for lab, _ in rows for v in lab.values()}
+    assert not labels & (accounts | {"GHOST"})
+
+    # A restarted worker counts the same accounts by state from the snapshots alone.
+    proc2 = StreamProcessor(ports, metrics=Metrics(registry2 := CollectorRegistry()))
+    proc2.metrics.watch(proc2)  # type: ignore[union-attr]
+    for p in range(P):
+        assert ports.get(SHARD_KEY_PREFIX + str(p).encode()) is not None
+        proc2.shard(p)
+    assert samples(registry2)["riskmon_accounts"] == m["riskmon_accounts"]
+
+
+def test_processing_latency_is_observed_when_a_round_is_saved() -> None:
+    events, _ = simulate(20, 10, seed=1)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    ports, proc = run_stream(events, 1, metrics=metrics)
+    assert total(samples(registry).get("riskmon_processing_seconds_count", [])) == 0
+    proc2 = StreamProcessor(ports.__class__(), metrics=metrics)
+    for i, e in enumerate(events[:50]):
+        proc2.ingest(CATEGORY[e["type"]], "t", 0, i, None, orjson.dumps(e), i)
+    rounds = proc2.release(0, lambda c: True)
+    for rnd in rounds:
+        proc2.saved(rnd)
+    applied = sum(len(r.received) for r in rounds)
+    assert applied == 50 and total(samples(registry)["riskmon_processing_seconds_count"]) == applied
