@@ -46,11 +46,13 @@ class Cluster:
                                  topic_prefix=f"t{n}-{os.getpid()}", app_id=f"riskmon-test-{n}-{os.getpid()}",
                                  datadir=tmp / "data", session_timeout_s=6.0, store=store)
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.web_ports: list[int] = []  # each worker's web and /metrics port, in start order
         asyncio.run(create_topics(self.settings, self.bootstrap))
 
     def start_worker(self, slot: int = 0) -> subprocess.Popen[bytes]:
         """A worker process; one started in the slot of a dead one finds its local store (rocksdb) again."""
         port = free_port()
+        self.web_ports.append(port)
         log = open(self.tmp / f"worker-{port}.log", "wb")
         settings = self.settings.model_copy(update={"datadir": self.settings.datadir / f"slot{slot}", "web_port": port})
         proc = start_worker_process(settings, log, loglevel="info")
