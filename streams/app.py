@@ -90,7 +90,7 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
         store=settings.store,
         datadir=str(settings.datadir),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
         processing_guarantee=settings.processing_guarantee,
         web_bind=settings.web_host,

@@ -134,6 +134,19 @@ def _bootstrap(settings: "Settings") -> str:
     return settings.broker_url
 
 
+def _cmd_topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.topics import create_topics
+
+    settings = _settings()
+    bootstrap = _bootstrap(settings)
+    created = asyncio.run(create_topics(settings, bootstrap))
+    print(f"topics on {bootstrap}: {len(created)} created, {len(settings.all_topics) - len(created)} already there "
+          f"({settings.partitions} partitions, replication {settings.replication_factor})", file=sys.stderr)
+    return 0
+
+
 def _cmd_produce(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -215,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--rate", type=float, help="events per second to feed (default: as fast as possible)")
     u.add_argument("--idle", type=float, help="stop after this many seconds without a decision (default: never)")
     u.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser("topics", help="create the monitor's topics on RISKMON_BROKER_URL (idempotent) and exit")
+    c.set_defaults(func=_cmd_topics)
 
     o = sub.add_parser("produce", help="publish a JSONL event log to the input topics")
     o.add_argument("events")

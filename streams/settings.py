@@ -20,10 +20,11 @@ class Settings(BaseSettings):
     app_id: str = "riskmon"
     partitions: int = Field(4, ge=1, le=1024)
     topic_prefix: str = Field("riskmon", description="topics are PREFIX.transactions, PREFIX.decisions, ...")
+    replication_factor: int = Field(1, ge=1, le=16, description="replicas of every topic the monitor creates (3 on a production cluster)")
     store: str = Field("memory://", description="memory:// or rocksdb://")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     datadir: Path = Path("./var/riskmon")
-    web_host: str = "127.0.0.1"
+    web_host: str = Field("127.0.0.1", description="address the web and /metrics server binds (0.0.0.0 in a container)")
     web_port: int = Field(6066, ge=1, le=65535, description="Faust web and /metrics")
     batch_size: int = Field(1000, ge=1)
     batch_wait_s: float = Field(0.05, gt=0)

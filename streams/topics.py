@@ -41,7 +41,7 @@ async def create_topics(settings: Settings, bootstrap: str, timeout_s: float = 2
         want = [t for t in settings.all_topics if t not in existing]
         for name in want:
             try:
-                await admin.create_topics([NewTopic(name, settings.partitions, 1)])
+                await admin.create_topics([NewTopic(name, settings.partitions, settings.replication_factor)])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass
@@ -49,7 +49,7 @@ async def create_topics(settings: Settings, bootstrap: str, timeout_s: float = 2
         for d in described:
             n = len(d.get("partitions", []))
             if n and n != settings.partitions:
-                raise RuntimeError(
+                raise ValueError(
                     f"topic {d['topic']} has {n} partitions, the monitor is set to {settings.partitions}: "
                     "co-partitioned topics must match (set RISKMON_PARTITIONS)"
                 )
