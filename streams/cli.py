@@ -89,10 +89,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     out: IO[bytes] = open(args.out, "wb") if args.out else sys.stdout.buffer
     if args.text:
         out = _TextOut(out)
+    collector = None
+    if args.report:
+        from streams.report import ReportCollector
+
+        collector = ReportCollector()
     try:
         summary = replay(
             args.events, out, partitions=args.partitions or _settings().partitions, policy=policy, truth=truth, report=report,  # type: ignore[arg-type]
             progress=sys.stderr.isatty() and not args.quiet, checkpoint_every=args.checkpoint_every, bad_dpd=args.bad_dpd,
+            collector=collector,
         )
     finally:
         if args.out:
@@ -102,6 +108,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if full is not None:
             full.close()
     print(f"replay: {summary.line()}", file=sys.stderr)
+    if collector is not None:
+        from streams.report import render_html
+
+        Path(args.report).write_text(render_html(collector, summary, Path(args.events).name), encoding="utf-8")
+        print(f"replay: report in {args.report}", file=sys.stderr)
     if summary.evaluation is not None:
         for line in summary.evaluation.lines():
             print(f"truth: {line}", file=sys.stderr)
@@ -213,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every", type=int, default=500, help="outcomes learned between model versions")
     r.add_argument("--bad-dpd", type=int, default=30, help="days past due that make an instalment a bad outcome")
     r.add_argument("--text", action="store_true", help="write one readable line per decision instead of JSON")
+    r.add_argument("--report", help="also write a static HTML report (plots of decisions, states, scores, AUC) here")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_cmd_replay)
 

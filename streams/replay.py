@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import IO, TYPE_CHECKING, Any, Iterable
 
 import orjson
 
@@ -18,6 +18,9 @@ from models.events import CATEGORY, CATEGORY_RANK, Event
 from models.policy import Policy
 from models.quality import roc_auc
 from models.state import SEVERITY
+
+if TYPE_CHECKING:
+    from .report import ReportCollector
 
 __all__ = ["ReplaySummary", "event_order", "load_truth", "read_log", "replay"]
 
@@ -92,8 +95,11 @@ def replay(
     progress: bool = False,
     checkpoint_every: int = 500,
     bad_dpd: int = 30,
+    collector: ReportCollector | None = None,
 ) -> ReplaySummary:
-    """Run the log through the core; write decisions as JSON lines to ``out``."""
+    """Run the log through the core; write decisions as JSON lines to ``out``.
+
+    ``collector`` (streams.report) gathers what the HTML report plots."""
     summary = ReplaySummary()
     with open(events_path, "rb") as f:
         log = read_log(f, summary, report)
@@ -115,6 +121,8 @@ def replay(
         if result.duplicate:
             summary.duplicates += 1
             continue
+        if collector is not None:
+            collector.observe(ev.ts, result)
         s = result.state
         tracker.observe(s["id"], s["score"] if result.model_ready else None, s["dpd"], SEVERITY[s["status"]])
         for o in result.outcomes:
