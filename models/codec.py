@@ -24,10 +24,12 @@ import orjson
 
 from .errors import RejectReason, Rejected
 from .events import (
+    CONTROL_TYPES,
     CURRENCIES,
     EVENT_TYPES,
     TRANSACTION_TYPES,
     AccountOpened,
+    BreakerCommand,
     DpdReport,
     Event,
     InstalmentDue,
@@ -202,6 +204,15 @@ def _policy_update(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Ev
     return PolicyUpdate(t, eid, ts, version, thresholds)
 
 
+def _breaker_command(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
+    command, action = _req(o, "command"), _req(o, "action")
+    if command not in ("release", "drop"):
+        raise Rejected(RejectReason.WRONG_TYPE, "field 'command' must be 'release' or 'drop'")
+    if action not in ("closure", "limit_reduction"):
+        raise Rejected(RejectReason.WRONG_TYPE, "field 'action' must be 'closure' or 'limit_reduction'")
+    return BreakerCommand(t, eid, ts, command, action, _text(o, "note", ""))
+
+
 _BUILDERS: dict[str, Callable[[dict[str, Any], str, str, str, int], Event]] = {
     **{t: _transaction for t in TRANSACTION_TYPES},
     "instalment_due": _instalment_due,
@@ -210,6 +221,7 @@ _BUILDERS: dict[str, Callable[[dict[str, Any], str, str, str, int], Event]] = {
     "account_opened": _account_opened,
     "limit_changed": _limit_changed,
     "policy_update": _policy_update,
+    "breaker_command": _breaker_command,
 }
 assert set(_BUILDERS) == set(EVENT_TYPES)
 
@@ -225,7 +237,7 @@ def decode_obj(obj: Any) -> Event:
     if builder is None:
         raise Rejected(RejectReason.UNKNOWN_TYPE, f"event type {t[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
     eid = _ident(obj, "event_id")
-    aid = "control" if t == "policy_update" else _ident(obj, "account_id")
+    aid = "control" if t in CONTROL_TYPES else _ident(obj, "account_id")
     ts = parse_ts(_req(obj, "ts"))
     return builder(obj, t, eid, aid, ts)
 

@@ -6,7 +6,7 @@ every partition, for the same reason).
 """
 from __future__ import annotations
 
-from .events import Event, PolicyUpdate
+from .events import BreakerCommand, Event, PolicyUpdate
 from .monitor import Monitor
 from .partitioning import partition_for
 from .policy import Policy
@@ -31,12 +31,21 @@ class Engine:
         self.states: dict[str, AccountState] = {}
         self._partition: dict[str, int] = {}  # murmur2 in Python costs 3 us; an account's never changes
 
-    def process(self, event: Event) -> StepResult | None:
-        """Apply one event; None for a policy update (it has no account)."""
+    def process(self, event: Event) -> list[StepResult]:
+        """Apply one event: one result for an account event, none for a policy update, one per
+        account with a held move for a breaker command."""
         if isinstance(event, PolicyUpdate):
             for m in self.monitors:
                 m.control(event)
-            return None
+            return []
+        if isinstance(event, BreakerCommand):
+            results = []
+            for m in self.monitors:
+                for aid in m.command(event):
+                    r = m.resolve(self.states[aid], event)
+                    self.states[aid] = r.state
+                    results.append(r)
+            return results
         p = self._partition.get(event.account_id)
         if p is None:
             p = self._partition[event.account_id] = partition_for(event.account_id, self.partitions)
@@ -45,4 +54,4 @@ class Engine:
         self.states[event.account_id] = result.state
         if monitor.checkpoint_due:
             monitor.checkpoint()
-        return result
+        return [result]

@@ -22,6 +22,8 @@ __all__ = [
     "AccountOpened",
     "LimitChanged",
     "PolicyUpdate",
+    "BreakerCommand",
+    "ControlEvent",
     "Event",
     "AccountEvent",
     "CATEGORY",
@@ -31,7 +33,7 @@ __all__ = [
 TRANSACTION_TYPES = ("drawdown", "purchase", "refund", "limit_request")
 REPAYMENT_TYPES = ("instalment_due", "payment", "dpd_report")
 LIFECYCLE_TYPES = ("account_opened", "limit_changed")
-CONTROL_TYPES = ("policy_update",)
+CONTROL_TYPES = ("policy_update", "breaker_command")
 EVENT_TYPES = TRANSACTION_TYPES + REPAYMENT_TYPES + LIFECYCLE_TYPES + CONTROL_TYPES
 
 # Each category travels on its own topic. At equal event time, events apply in
@@ -142,5 +144,19 @@ class PolicyUpdate:
     account_id: str = "control"
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerCommand:
+    """Release or drop the decisions a tripped breaker holds for ``action``, and re-arm it."""
+
+    type: str
+    event_id: str
+    ts: int
+    command: str  # "release" or "drop"
+    action: str  # "closure" or "limit_reduction"
+    note: str
+    account_id: str = "control"
+
+
 AccountEvent = Union[Transaction, InstalmentDue, Payment, DpdReport, AccountOpened, LimitChanged]
-Event = Union[AccountEvent, PolicyUpdate]
+ControlEvent = Union[PolicyUpdate, BreakerCommand]
+Event = Union[AccountEvent, ControlEvent]

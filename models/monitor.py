@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import bisect
 import pickle
+from collections import Counter
 from typing import Any
 
+from .breaker import Breaker
 from .errors import RejectReason, Rejected
 from .features import FEATURE_NAMES as _NAMES
-from .events import AccountEvent, PolicyUpdate
+from .events import AccountEvent, BreakerCommand, PolicyUpdate
 from .policy import Policy, default_policy
 from .quality import ScoreQuality
 from .risk_model import RiskModel
 from .state import AccountState
-from .step import Context, StepResult, step
+from .step import Context, StepResult, resolve_hold, step
+
+# The breaker action a held move belongs to, by the status it would move to.
+_HOLD_ACTION = {"closed": "closure", "limit_reduced": "limit_reduction"}
 
 __all__ = ["Monitor"]
 
@@ -52,7 +57,10 @@ class Monitor:
         self.drift_detected = False
         # (effective event time, policy), sorted; the first is in force from the start.
         self._policies: list[tuple[int, Policy]] = [(0, policy or default_policy())]
-        self._policy_events: set[str] = set()
+        self._policy_events: set[str] = set()  # control events applied (policy updates and breaker commands)
+        self.status: Counter[str] = Counter()  # the shard's accounts by early-warning state
+        self.breaker = Breaker()
+        self.held: dict[str, set[str]] = {}  # breaker action -> accounts with a move held for review
 
     @property
     def model_version(self) -> str:
@@ -76,18 +84,58 @@ class Monitor:
         self._policies.insert(bisect.bisect_right(keys, event.ts), (event.ts, policy))
         return policy
 
+    def command(self, event: BreakerCommand) -> list[str]:
+        """Re-arm the breaker for ``event.action``; the accounts whose held moves :meth:`resolve` must settle.
+
+        Sorted, so that replay and the stream settle them in one order; empty if already applied.
+        """
+        if event.event_id in self._policy_events:
+            return []
+        self._policy_events.add(event.event_id)
+        self.breaker.reset(event.action, event.ts, self.policy_at(event.ts), release=event.command == "release")
+        return sorted(self.held.get(event.action, ()))
+
+    def resolve(self, state: AccountState, event: BreakerCommand) -> StepResult:
+        """Release or drop the move held on one account (see :meth:`command`)."""
+        policy = self.policy_at(event.ts)
+        ctx = Context(policy, self.model, self.model_version, self.model.n_learned >= policy.thresholds["score.min_labels"], self.bad_dpd)
+        result = resolve_hold(state, event, ctx)
+        self._count(state, result.state)
+        return result
+
+    def breaker_tripped(self) -> dict[str, tuple[int, str]]:
+        return dict(self.breaker.tripped)
+
+    def _count(self, old: AccountState | None, new: AccountState) -> None:
+        """Keep the shard's accounts by state and its held moves in step with a result."""
+        if old is None or old["status"] != new["status"]:
+            if old is not None:
+                self.status[old["status"]] -= 1
+            self.status[new["status"]] += 1
+        was = old.get("hold") if old is not None else None
+        now = new.get("hold")
+        if was != now:
+            if was is not None:
+                self.held.get(_HOLD_ACTION[was[0]], set()).discard(new["id"])
+            if now is not None:
+                self.held.setdefault(_HOLD_ACTION[now[0]], set()).add(new["id"])
+
     def apply(self, state: AccountState | None, event: AccountEvent, learn: bool = True) -> StepResult:
         """Step one account event, then learn from any outcomes it revealed.
 
         ``learn=False`` re-applies an event whose outcomes this model already
         learned (a worker redoing a round after a crash).
         """
-        if isinstance(event, PolicyUpdate):  # pragma: no cover - guarded by callers' typing
-            raise Rejected(RejectReason.UNKNOWN_TYPE, "policy updates go to Monitor.control")
+        if isinstance(event, (PolicyUpdate, BreakerCommand)):  # pragma: no cover - guarded by callers' typing
+            raise Rejected(RejectReason.UNKNOWN_TYPE, "control events go to Monitor.control and Monitor.command")
         policy = self.policy_at(event.ts)
         ready = self.model.n_learned >= policy.thresholds["score.min_labels"]
-        ctx = Context(policy, self.model, self.model_version, ready, self.bad_dpd)
+        open_accounts = sum(self.status.values()) - self.status["closed"]
+        self.breaker.seen(event.ts)
+        ctx = Context(policy, self.model, self.model_version, ready, self.bad_dpd, self.breaker, open_accounts)
         result = step(state, event, ctx)
+        if not result.duplicate:
+            self._count(state, result.state)
         self.drift_detected = False
         for o in result.outcomes if learn else ():
             # Grade the score that was given at the statement, then learn on the
@@ -125,7 +173,8 @@ class Monitor:
             "checkpoints": self.checkpoints, "labels_since_checkpoint": self.labels_since_checkpoint,
             "outcomes_seen": self.outcomes_seen, "policies": self._policies,
             "policy_events": self._policy_events, "checkpoint_every": self.checkpoint_every,
-            "bad_dpd": self.bad_dpd,
+            "bad_dpd": self.bad_dpd, "status": dict(self.status), "breaker": self.breaker.state(),
+            "held": self.held,
         }
 
     @classmethod
@@ -142,6 +191,9 @@ class Monitor:
         m.outcomes_seen = snap["outcomes_seen"]
         m._policies = snap["policies"]
         m._policy_events = snap["policy_events"]
+        m.status = Counter(snap.get("status", {}))
+        m.breaker = Breaker.from_state(snap.get("breaker"))
+        m.held = snap.get("held", {})
         return m
 
 

@@ -73,6 +73,12 @@ class Policy:
             problems.append("utilisation.watch_exit must not exceed utilisation.watch")
         if not 0 < t["velocity.exit_factor"] <= 1:
             problems.append("velocity.exit_factor must be in (0, 1]")
+        for flag in ("breaker.closure", "breaker.limit_reduction"):
+            if t[flag] not in (0, 1):
+                problems.append(f"{flag} must be 0 (not guarded) or 1 (guarded)")
+        if not (t["breaker.window_hours"] >= 1 and t["breaker.multiple"] >= 1 and 0 < t["breaker.max_share"] <= 1
+                and t["breaker.min_count"] >= 1):
+            problems.append("breaker: window_hours >= 1, multiple >= 1, 0 < max_share <= 1, min_count >= 1")
         if any(v < 0 for v in t.values()):
             problems.append("thresholds must not be negative")
         if problems:

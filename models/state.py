@@ -6,7 +6,7 @@ in its changelog; :data:`FIELDS` spells each one out.
 """
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from .velocity import COUNTERS
 
@@ -49,6 +49,7 @@ FIELDS = {
     "score": "latest probability of default",
     "ids": "hashes of the most recent event ids (duplicate deliveries)",
     "n": "events applied",
+    "hold": "present while a tripped breaker holds a move: [target status, event time held (ms), held decision id]",
 }
 
 
@@ -78,6 +79,7 @@ class AccountState(TypedDict):
     score: float
     ids: list[int]
     n: int
+    hold: NotRequired[list[Any]]
 
 
 def new_state(account_id: str, currency: str, opened_ts: int, limit: int) -> AccountState:

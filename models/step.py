@@ -9,18 +9,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from .decisions import Decision, decision_id
+from .breaker import Breaker
+from .codec import format_ts
+from .decisions import Decision, Reason, decision_id
 from .dpd import DAY_MS, days_between
 from .early_warning import action_for, next_state, score_drivers
 from .errors import RejectReason, Rejected
-from .events import AccountEvent, AccountOpened, DpdReport, InstalmentDue, LimitChanged, Payment, Transaction
+from .events import AccountEvent, AccountOpened, BreakerCommand, DpdReport, InstalmentDue, LimitChanged, Payment, Transaction
 from .features import FEATURE_NAMES, features, rounded
 from .policy import Policy
 from .risk_model import RiskModel
 from .state import SEVERITY, AccountState, Instalment, copy_state, new_state
 from .velocity import INDEX, decay
 
-__all__ = ["Context", "Outcome", "StepResult", "step", "event_hash", "RECENT_IDS", "MAX_OPEN_INSTALMENTS"]
+__all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "event_hash", "RECENT_IDS", "MAX_OPEN_INSTALMENTS"]
 
 RECENT_IDS = 16
 MAX_OPEN_INSTALMENTS = 12
@@ -43,6 +45,8 @@ class Context:
     model_version: str
     model_ready: bool
     bad_dpd: int = 30  # an instalment this many days past due is a bad outcome
+    breaker: Breaker | None = None  # the shard's mass-action breaker (None: no guard)
+    open_accounts: int = 0  # the shard's accounts not closed, for the breaker's share rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,21 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
         new, reasons = move
         prev = s["status"]
         action = action_for(prev, new)
+        hold = s.get("hold")
+        if ctx.breaker is not None and ctx.breaker.guards(ctx.policy, action):
+            if hold is not None and SEVERITY[hold[0]] >= SEVERITY[new]:
+                return result  # already held for review: nothing new to say
+            why = ctx.breaker.admit(ctx.policy, action, now, ctx.open_accounts)
+            if why is not None:
+                did = decision_id(s["id"], event.event_id, "held", new)
+                s["hold"] = [new, now, did]
+                result.decisions.append(Decision(
+                    did, s["id"], "held", prev, new, score, (why, *reasons), ctx.model_version, ctx.policy.version,
+                    event.event_id, event.ts, s["limit"], s["cap"],
+                ))
+                return result
+        if hold is not None:
+            del s["hold"]  # a later move supersedes the held one
         if ctx.model_ready and SEVERITY[new] > SEVERITY[prev]:
             reasons = reasons + score_drivers(ctx.model.contributions(dict(zip(FEATURE_NAMES, x))))
             s["good"] = 0
@@ -127,6 +146,32 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
             tuple(reasons), ctx.model_version, ctx.policy.version, event.event_id, event.ts,
             s["limit"], s["cap"],
         ))
+    return result
+
+
+def resolve_hold(state: AccountState, cmd: BreakerCommand, ctx: Context) -> StepResult:
+    """Release (apply) or drop the move a breaker held on this account; the breaker re-arms elsewhere."""
+    s = copy_state(state)
+    result = StepResult(s, model_ready=ctx.model_ready)
+    hold = s.pop("hold", None)
+    if hold is None:
+        return result
+    target, held_ts, held_id = hold
+    prev = s["status"]
+    note = f": {cmd.note}" if cmd.note else ""
+    if cmd.command == "release" and SEVERITY[target] > SEVERITY[prev]:
+        action = action_for(prev, target)
+        why = Reason("BREAKER_RELEASED", f"{action} held at {format_ts(held_ts)} (decision {held_id}) released by {cmd.event_id}{note}", 5)
+        s["status"], s["since"], s["good"] = target, max(s["ts"], cmd.ts), 0
+        _set_cap(s, target, ctx.policy)
+        new = target
+    else:
+        action, new = "hold_dropped", prev
+        why = Reason("BREAKER_DROPPED", f"{target} held at {format_ts(held_ts)} (decision {held_id}) dropped by {cmd.event_id}{note}", 0)
+    result.decisions.append(Decision(
+        decision_id(s["id"], cmd.event_id, action, new), s["id"], action, prev, new, s["score"], (why,),
+        ctx.model_version, ctx.policy.version, cmd.event_id, cmd.ts, s["limit"], s["cap"],
+    ))
     return result
 
 

@@ -47,8 +47,7 @@ def bench_core(lines: list[bytes], repeats: int) -> dict[str, Any]:
         engine = Engine(4)
         n_dec = 0
         for e in evs:
-            r = engine.process(e)
-            if r is not None:
+            for r in engine.process(e):
                 for d in r.decisions:
                     dumps(d.to_dict())
                     n_dec += 1

@@ -158,6 +158,30 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_breaker(args: argparse.Namespace) -> int:
+    """Send a breaker_command to every partition of the control topic."""
+    import asyncio
+    import tempfile
+    import time
+
+    from models.codec import decode, dumps, format_ts
+    from streams.produce import produce
+
+    settings = _settings()
+    bootstrap = _bootstrap(settings)
+    now = int(time.time() * 1000)
+    event = {"type": "breaker_command", "event_id": args.event_id or f"breaker-{args.command}-{args.action}-{now}",
+             "ts": args.at or format_ts(now), "command": args.command, "action": args.action, "note": args.note}
+    decode(dumps(event))  # a bad --at or --note is refused here, with its reason
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "command.jsonl"
+        path.write_bytes(dumps(event) + b"\n")
+        asyncio.run(produce(path, settings, bootstrap))
+    print(f"breaker: {args.command} {args.action} sent to {settings.partitions} partitions of "
+          f"{settings.input_topics['control']} as {event['event_id']} at {event['ts']}", file=sys.stderr)
+    return 0
+
+
 def _cmd_produce(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -243,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("topics", help="create the monitor's topics on RISKMON_BROKER_URL (idempotent) and exit")
     c.set_defaults(func=_cmd_topics)
+
+    k = sub.add_parser("breaker", help="release or drop the decisions a tripped mass-action breaker holds")
+    k.add_argument("command", choices=["release", "drop"])
+    k.add_argument("--action", choices=["closure", "limit_reduction"], default="closure")
+    k.add_argument("--note", default="", help="who and why (kept in the decisions' reasons; at most 128 characters)")
+    k.add_argument("--at", help="event time the command takes effect (RFC 3339; default: now)")
+    k.add_argument("--event-id", help="default: breaker-COMMAND-ACTION-<ms>; resending one id applies it once")
+    k.set_defaults(func=_cmd_breaker)
 
     o = sub.add_parser("produce", help="publish a JSONL event log to the input topics")
     o.add_argument("events")

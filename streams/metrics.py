@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from models.breaker import GUARDABLE
 from models.state import STATUSES
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class Metrics(Collector):
                                      labels=["status"])
         totals = {s: 0 for s in STATUSES}
         for sh in proc.shards.values():
-            for status, n in sh.status.items():
+            for status, n in sh.monitor.status.items():
                 totals[status] = totals.get(status, 0) + n
         for status, n in totals.items():
             accounts.add_metric([status], n)
@@ -104,6 +105,8 @@ class Metrics(Collector):
         learned = GaugeMetricFamily("riskmon_model_outcomes", "Outcomes the partition's model has learned from", labels=["partition"])
         policy = GaugeMetricFamily("riskmon_policy_info", "The policy version in force at the partition's event time", labels=["partition", "version"])
         age = GaugeMetricFamily("riskmon_checkpoint_age_seconds", "Seconds since the partition's state was last made durable", labels=["partition"])
+        tripped = GaugeMetricFamily("riskmon_breaker_tripped", "1 while the partition's mass-action breaker holds this action", labels=["partition", "action"])
+        held = GaugeMetricFamily("riskmon_decisions_held", "Accounts whose move the breaker holds for review", labels=["partition", "action"])
         now = time.time()
         for p, sh in sorted(proc.shards.items()):
             label = str(p)
@@ -115,11 +118,15 @@ class Metrics(Collector):
             policy.add_metric([label, sh.monitor.policy_at(max(sh.applied_ts, 0)).version], 1)
             if sh.saved_at:
                 age.add_metric([label], now - sh.saved_at)
-        yield from (auc, version, learned, policy, age)
+            trips = sh.monitor.breaker_tripped()
+            for action in GUARDABLE:
+                tripped.add_metric([label, action], 1 if action in trips else 0)
+                held.add_metric([label, action], len(sh.monitor.held.get(action, ())))
+        yield from (auc, version, learned, policy, age, tripped, held)
 
-        held = GaugeMetricFamily("riskmon_events_held", "Events waiting for event-time order")
-        held.add_metric([], proc.held())
-        yield held
+        waiting = GaugeMetricFamily("riskmon_events_held", "Events waiting for event-time order")
+        waiting.add_metric([], proc.held())
+        yield waiting
         owned = GaugeMetricFamily("riskmon_partitions_owned", "Input partitions assigned to this worker")
         owned.add_metric([], self._owned() if self._owned is not None else len(proc.shards))
         yield owned

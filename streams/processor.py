@@ -33,7 +33,8 @@ import orjson
 
 from models.codec import decode, dumps
 from models.errors import RejectReason, Rejected
-from models.events import CATEGORY, CATEGORY_RANK, Event, PolicyUpdate
+from models.events import CATEGORY, CATEGORY_RANK, BreakerCommand, Event, PolicyUpdate
+from models.step import StepResult
 from models.monitor import Monitor
 from models.policy import Policy
 from models.state import AccountState
@@ -142,7 +143,6 @@ class _Shard:
     rounds: int = 0
     states: dict[str, AccountState | None] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)  # restored from a snapshot, to be written again
-    status: Counter[str] = field(default_factory=Counter)  # accounts by early-warning state
     saved_at: float = 0.0  # time.time() when the host last made a round of this partition durable
     # Records settled at ingest, to ack with the next round: a dead letter to send, or None
     # for a record applied in an earlier life.
@@ -190,8 +190,7 @@ class StreamProcessor:
                 for cat, (low, extra) in snap["applied"].items():
                     applied[cat] = OffsetSet(low)
                     applied[cat].extra = set(extra)
-                sh = _Shard(partition, monitor, applied, applied_ts=snap["applied_ts"], rounds=snap["rounds"],
-                            status=Counter(snap.get("status", {})))
+                sh = _Shard(partition, monitor, applied, applied_ts=snap["applied_ts"], rounds=snap["rounds"])
                 for key, value in snap["states"]:
                     sh.states[key.decode()] = orjson.loads(value)
                     sh.dirty.add(key.decode())
@@ -289,7 +288,6 @@ class StreamProcessor:
             rnd.acks.append(handle)
         sh.settled = []
         writes: dict[str, AccountState] = {}
-        observe_score = self.metrics.score.observe if self.metrics is not None else None
         for h in ready:
             ev = h.event
             sh.applied_ts = max(sh.applied_ts, ev.ts)
@@ -301,6 +299,14 @@ class StreamProcessor:
                     sh.monitor.control(ev)
                     self.counts["applied"] += 1
                     self.events[(ev.type, "accepted")] += 1
+                    continue
+                if isinstance(ev, BreakerCommand):
+                    self.counts["applied"] += 1
+                    self.events[(ev.type, "accepted")] += 1
+                    for aid in sh.monitor.command(ev):
+                        state = writes[aid] if aid in writes else self._state(sh, aid)
+                        if state is not None:
+                            self._emit(sh, rnd, writes, aid, sh.monitor.resolve(state, ev))
                     continue
                 aid = ev.account_id
                 state = writes[aid] if aid in writes else self._state(sh, aid)
@@ -319,26 +325,11 @@ class StreamProcessor:
                 continue
             self.counts["applied"] += 1
             self.events[(ev.type, "accepted")] += 1
-            new = result.state
-            writes[aid] = new
-            if state is None or state["status"] != new["status"]:
-                if state is not None:
-                    sh.status[state["status"]] -= 1
-                sh.status[new["status"]] += 1
-            if observe_score is not None:
-                observe_score(new["score"])
-            for o in result.outcomes:
-                band = score_band(o.score)
-                self.outcomes[(band, "default" if o.default else "good")] += 1
-                self.outcome_scores[band] += o.score or 0.0
+            if self.metrics is not None:
+                self.metrics.score.observe(result.state["score"])
+            self._emit(sh, rnd, writes, aid, result)
             if sh.monitor.drift_detected:
                 self.counts["drift"] += 1
-            for d in result.decisions:
-                body = d.to_dict()
-                self.decisions[(d.action, d.reasons[0].code if d.reasons else "none")] += 1
-                rnd.decisions.append((aid, dumps(body)))
-                if self.on_decision is not None:
-                    self.on_decision(body)
             if sh.monitor.checkpoint_due:
                 sh.monitor.checkpoint()
         for aid in sh.dirty - writes.keys():
@@ -352,12 +343,25 @@ class StreamProcessor:
         sh.rounds += 1
         p = str(sh.partition).encode()
         snap = {"monitor": sh.monitor.dumps(with_quality=False), "applied_ts": sh.applied_ts, "rounds": sh.rounds,
-                "applied": {c: (s.low, sorted(s.extra)) for c, s in sh.applied.items()}, "states": rnd.states,
-                "status": dict(sh.status)}
+                "applied": {c: (s.low, sorted(s.extra)) for c, s in sh.applied.items()}, "states": rnd.states}
         rnd.snapshot.append((SHARD_KEY_PREFIX + p, pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)))
         if sh.rounds % QUALITY_EVERY_ROUNDS == 0:
             rnd.snapshot.append((QUALITY_KEY_PREFIX + p, sh.monitor.dumps_quality()))
         return rnd
+
+    def _emit(self, sh: _Shard, rnd: Round, writes: dict[str, AccountState], aid: str, result: StepResult) -> None:
+        """One applied result: its state to write, its decisions to send, its outcomes counted."""
+        writes[aid] = result.state
+        for o in result.outcomes:
+            band = score_band(o.score)
+            self.outcomes[(band, "default" if o.default else "good")] += 1
+            self.outcome_scores[band] += o.score or 0.0
+        for d in result.decisions:
+            body = d.to_dict()
+            self.decisions[(d.action, d.reasons[0].code if d.reasons else "none")] += 1
+            rnd.decisions.append((aid, dumps(body)))
+            if self.on_decision is not None:
+                self.on_decision(body)
 
     def _state(self, sh: _Shard, aid: str) -> AccountState | None:
         if aid in sh.states:

@@ -110,30 +110,29 @@ def replay(
     last_draw = 0.0
     for i, ((_, _, n), ev) in enumerate(log):
         try:
-            result = engine.process(ev)
+            results = engine.process(ev)
         except Rejected as r:
             summary.rejected[r.reason.value] += 1
             if report is not None:
                 report.write(f"line {n}: rejected: {r}\n")
             continue
-        if result is None:
-            continue
-        if result.duplicate:
-            summary.duplicates += 1
-            continue
-        if collector is not None:
-            collector.observe(ev.ts, result)
-        s = result.state
-        tracker.observe(s["id"], s["score"] if result.model_ready else None, s["dpd"], SEVERITY[s["status"]])
-        for o in result.outcomes:
-            if o.score is None:
-                summary.cold_outcomes += 1
+        for result in results:
+            if result.duplicate:
+                summary.duplicates += 1
                 continue
-            summary.outcome_labels.append(int(o.default))
-            summary.outcome_scores.append(o.score)
-        for d in result.decisions:
-            summary.decisions[d.action] += 1
-            out.write(dumps(d.to_dict()) + b"\n")
+            if collector is not None:
+                collector.observe(ev.ts, result)
+            s = result.state
+            tracker.observe(s["id"], s["score"] if result.model_ready else None, s["dpd"], SEVERITY[s["status"]])
+            for o in result.outcomes:
+                if o.score is None:
+                    summary.cold_outcomes += 1
+                    continue
+                summary.outcome_labels.append(int(o.default))
+                summary.outcome_scores.append(o.score)
+            for d in result.decisions:
+                summary.decisions[d.action] += 1
+                out.write(dumps(d.to_dict()) + b"\n")
         if progress and i % 2048 == 0:
             now = time.monotonic()
             if now - last_draw > 0.2:
