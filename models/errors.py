@@ -24,6 +24,7 @@ class RejectReason(str, enum.Enum):
     CURRENCY_MISMATCH = "currency_mismatch"
     ACCOUNT_EXISTS = "account_exists"
     WRONG_TOPIC = "wrong_topic"
+    LATE_EVENT = "late_event"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -3,10 +3,13 @@
 Input arrives on four co-partitioned topics (control, lifecycle, transactions,
 repayments). Per partition, accepted events wait in a buffer and apply in the
 order replay uses (event time, category, offset) once no topic of that
-partition can still deliver an earlier one: every topic has delivered a later
-event or has nothing more to deliver. Events that arrive after later ones were
-applied are applied at once and counted as late (the account clock never runs
-back).
+partition can still deliver an earlier one: every topic has delivered an event
+``lateness`` later, or has nothing more to deliver (then an event waits
+``lateness`` of wall-clock time, so a quiet live feed still flows). So events
+out of order by up to ``lateness`` apply in event-time order, exactly as replay
+applies them. An event that arrives after later ones were applied is late: it
+is applied at once and counted (the account clock never runs back), or with
+``late="deadletter"`` dead-lettered as ``late_event``.
 
 Each partition has one :class:`models.monitor.Monitor` (one model). Applying
 events gives a :class:`Round`, which the host makes durable in this order:
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import orjson
 
-from models.codec import decode, dumps
+from models.codec import decode, dumps, format_ts
 from models.errors import RejectReason, Rejected
 from models.events import CATEGORY, CATEGORY_RANK, BreakerCommand, Event, PolicyUpdate
 from models.step import StepResult
@@ -161,7 +164,11 @@ class StreamProcessor:
         max_record_bytes: int = 16_384,
         on_decision: Callable[[dict[str, Any]], None] | None = None,
         metrics: Metrics | None = None,
+        lateness_s: float = 0.0,
+        late: str = "apply",
     ) -> None:
+        if late not in ("apply", "deadletter"):
+            raise ValueError(f"late must be 'apply' or 'deadletter', not {late!r}")
         self.ports = ports
         self.policy = policy
         self.checkpoint_every = checkpoint_every
@@ -169,6 +176,9 @@ class StreamProcessor:
         self.max_record_bytes = max_record_bytes
         self.on_decision = on_decision
         self.metrics = metrics
+        self.lateness_ms = int(lateness_s * 1000)
+        self.lateness_s = lateness_s
+        self.late = late
         self.shards: dict[int, _Shard] = {}
         # Counts since this worker started; streams.metrics exports them at scrape time.
         self.counts: Counter[str] = Counter()
@@ -244,12 +254,22 @@ class StreamProcessor:
         sh.max_ts[category] = max(sh.max_ts.get(category, event.ts), event.ts)
         if event.ts < sh.applied_ts:
             self.counts["late"] += 1
+            if self.late == "deadletter":
+                done.add(offset)
+                detail = (f"event time {format_ts(event.ts)} is before {format_ts(sh.applied_ts)}, already applied "
+                          f"in this partition (allowed lateness {self.lateness_s:g} s)")
+                sh.settled.append((handle, self._deadletter(category, etype, topic, partition, offset, key, raw,
+                                                            RejectReason.LATE_EVENT.value, detail)))
+                return
         if self.metrics is not None:
             self.metrics.event_time_lag.observe(time.time() - event.ts / 1000)
         heapq.heappush(sh.heap, Held(event_order(event.ts, event.type, offset), event, raw, category, topic, offset, handle, received))
 
-    def release(self, partition: int, caught_up: Callable[[str], bool]) -> list[Round]:
-        """Apply every held event of ``partition`` that no topic can still precede, in bounded rounds."""
+    def release(self, partition: int, caught_up: Callable[[str], bool], now: float | None = None) -> list[Round]:
+        """Apply every held event of ``partition`` that no topic can still precede, in bounded rounds.
+
+        ``now`` (time.monotonic() by default) times the wait of events once every topic is caught up.
+        """
         sh = self.shards.get(partition)
         if sh is None or not (sh.heap or sh.settled):
             return []
@@ -258,8 +278,14 @@ class StreamProcessor:
             bounds = [sh.max_ts.get(c) for c in CATEGORY_RANK if not caught_up(c)]
             if all(b is not None for b in bounds):
                 watermark = min((b for b in bounds if b is not None), default=None)
-                while sh.heap and (watermark is None or sh.heap[0].order[0] <= watermark):
-                    ready.append(heapq.heappop(sh.heap))
+                if watermark is not None:
+                    watermark -= self.lateness_ms
+                    while sh.heap and sh.heap[0].order[0] <= watermark:
+                        ready.append(heapq.heappop(sh.heap))
+                else:  # nothing more to deliver now: wait out the lateness on the wall clock
+                    cutoff = (time.monotonic() if now is None else now) - self.lateness_s
+                    while sh.heap and (not self.lateness_s or sh.heap[0].received <= cutoff):
+                        ready.append(heapq.heappop(sh.heap))
         if not ready:
             return [self._round(sh, [])] if sh.settled else []
         return [self._round(sh, ready[i : i + MAX_ROUND_EVENTS]) for i in range(0, len(ready), MAX_ROUND_EVENTS)]

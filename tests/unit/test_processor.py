@@ -83,7 +83,7 @@ def run_stream(events: list[dict], seed: int, extra: dict[tuple[str, int], list[
         live = [k for k in topics if pos[k] < len(topics[k])]
         ports.write(proc.release(p, lambda c, p=p: pos.get((c, p), 0) >= len(topics.get((c, p), []))))
     for p in range(P):
-        ports.write(proc.release(p, lambda c: True))
+        ports.write(proc.release(p, lambda c: True, now=float("inf")))
     return ports, proc
 
 
