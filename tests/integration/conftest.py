@@ -138,6 +138,16 @@ def diff(got: list[bytes], expected: list[bytes]) -> str:
     return "\n".join(lines)
 
 
+def account(tally: dict[str, Any], name: str) -> None:
+    """Assert zero lost, zero changed, zero unexpected; print the line the README's table is made of."""
+    expected, got = tally["expected"], tally["got"]
+    lost = len(set(expected) - set(got))
+    extra = len(set(got) - set(expected))
+    print(f"\nFAULT {name}: {tally['events']} events in, {len(expected)} decisions expected, {len(got)} distinct seen, "
+          f"{lost} lost, {extra} unexpected, {tally['repeats']} repeated deliveries of the same ids")
+    assert sorted(got) == sorted(expected), diff(got, expected)
+
+
 def replay_decisions(path: pathlib.Path, partitions: int = 4) -> list[bytes]:
     out = io.BytesIO()
     replay(path, out, partitions=partitions)

@@ -1,0 +1,146 @@
+"""Faults against a real broker, each counted: events in, decisions expected, seen, lost and repeated.
+
+- the broker stopped and restarted while a worker runs (Tansu on S3 storage, served by moto, so that
+  it keeps its records across the restart);
+- the broker stalled (SIGSTOP) for 8 s mid-stream: a slow downstream, every write blocks;
+- a poison record that makes the core raise, in a real worker process.
+Worker kill -9 under load is in test_stream.py. Each test prints one line of figures (pytest -s shows them).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any, Iterator
+
+import orjson
+import pytest
+
+from models.simulate import simulate
+from streams.broker import EmbeddedBroker, free_port
+from streams.produce import produce
+
+from .conftest import Cluster, account, replay_decisions, write_log
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def s3_broker(tmp_path: pathlib.Path) -> Iterator[EmbeddedBroker]:
+    """Tansu keeping its records in S3 (a moto server), so a restart finds them again."""
+    import boto3
+
+    port = free_port()
+    moto_log = open(tmp_path / "moto.log", "wb")
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)], stdout=moto_log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            assert time.monotonic() < deadline and moto.poll() is None, (tmp_path / "moto.log").read_text()
+            time.sleep(0.2)
+    creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                 aws_secret_access_key="test").create_bucket(Bucket="tansu")
+    env = creds | {"AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true"}
+    log = open(tmp_path / "tansu-s3.log", "ab")
+    broker = EmbeddedBroker(log=log, storage="s3://tansu/", env=env).start()
+    yield broker
+    broker.stop()
+    moto.terminate()
+    moto.wait(10)
+    log.close()
+    moto_log.close()
+
+
+def test_broker_stopped_and_restarted_while_a_worker_runs(s3_broker: EmbeddedBroker, tmp_path: pathlib.Path) -> None:
+    cluster = Cluster(s3_broker, tmp_path)
+    try:
+        events, _ = simulate(150, 60, seed=23)
+        log = write_log(tmp_path / "ev.jsonl", events)
+        expected = replay_decisions(log)
+        asyncio.run(produce(log, cluster.settings, cluster.bootstrap))
+        cluster.start_worker()
+        partial, _ = cluster.decisions(len(expected) // 3, timeout_s=180)
+        assert len(partial) < len(expected), "the outage must come mid-stream"
+        s3_broker.stop()
+        time.sleep(5)  # the broker is gone: the worker must wait, not die
+        assert all(p.poll() is None for p in cluster.workers), cluster.logs()
+        s3_broker.start()
+        got, repeats = cluster.decisions(len(expected), timeout_s=240)
+        account({"events": len(events), "expected": expected, "got": got, "repeats": repeats},
+                f"broker stopped 5 s after {len(partial)} decisions, restarted")
+    finally:
+        cluster.stop()
+
+
+def test_broker_stalls_for_8_seconds_a_slow_downstream(broker: EmbeddedBroker, tmp_path: pathlib.Path) -> None:
+    cluster = Cluster(broker, tmp_path)
+    try:
+        events, _ = simulate(300, 90, seed=29)
+        log = write_log(tmp_path / "ev.jsonl", events)
+        expected = replay_decisions(log)
+        asyncio.run(produce(log, cluster.settings, cluster.bootstrap))
+        cluster.start_worker()
+        partial, _ = cluster.decisions(len(expected) // 3, timeout_s=180)
+        assert broker.proc is not None
+        os.killpg(broker.proc.pid, signal.SIGSTOP)  # every request, decisions and state writes included, now hangs
+        try:
+            time.sleep(8)
+        finally:
+            os.killpg(broker.proc.pid, signal.SIGCONT)
+        got, repeats = cluster.decisions(len(expected), timeout_s=240)
+        account({"events": len(events), "expected": expected, "got": got, "repeats": repeats},
+                f"broker stalled 8 s after {len(partial)} decisions")
+    finally:
+        cluster.stop()
+
+
+POISON_WORKER = """
+import sys
+import models.monitor as monitor
+real = monitor.step
+def step(state, event, ctx):
+    if event.event_id == sys.argv[1]:
+        raise RuntimeError("poisoned: the core breaks on this record")
+    return real(state, event, ctx)
+monitor.step = step
+from streams.cli import main
+sys.exit(main(["worker", "--loglevel", "info"]))
+"""
+
+
+def test_a_poison_record_that_makes_the_core_raise_is_dead_lettered_and_the_partition_goes_on(
+        broker: EmbeddedBroker, tmp_path: pathlib.Path) -> None:
+    cluster = Cluster(broker, tmp_path)
+    proc = None
+    try:
+        events, _ = simulate(200, 60, seed=31)
+        poison = next(e for e in events[len(events) // 3:] if e["type"] == "purchase")
+        log = write_log(tmp_path / "ev.jsonl", events)
+        # What the worker must give: every decision of the log without the poisoned event.
+        expected = replay_decisions(write_log(tmp_path / "without.jsonl", [e for e in events if e is not poison]))
+        asyncio.run(produce(log, cluster.settings, cluster.bootstrap))
+        env = dict(os.environ) | cluster.settings.model_copy(update={"web_port": free_port()}).to_env()
+        out = open(tmp_path / "worker-poison.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-c", POISON_WORKER, poison["event_id"]], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        cluster.workers.append(proc)
+        got, repeats = cluster.decisions(len(expected), timeout_s=240)
+        dead = cluster.read(cluster.settings.topic_deadletter, lambda rs: len(rs) >= 1, 60)
+        assert len(dead) == 1 and orjson.loads(dead[0].value)["event_id"] == poison["event_id"]
+        headers = dict(dead[0].headers)
+        assert headers["riskmon-reason"] == b"internal_error" and b"poisoned" in headers["riskmon-detail"]
+        account({"events": len(events), "expected": expected, "got": got, "repeats": repeats},
+                "poison record (the core raises): 1 dead-lettered as internal_error")
+        assert proc.poll() is None, "the worker survived"
+    finally:
+        cluster.stop()
