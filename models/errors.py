@@ -25,6 +25,7 @@ class RejectReason(str, enum.Enum):
     ACCOUNT_EXISTS = "account_exists"
     WRONG_TOPIC = "wrong_topic"
     LATE_EVENT = "late_event"
+    FUTURE_EVENT = "future_event"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -166,6 +166,7 @@ class StreamProcessor:
         metrics: Metrics | None = None,
         lateness_s: float = 0.0,
         late: str = "apply",
+        max_future_s: float | None = None,
     ) -> None:
         if late not in ("apply", "deadletter"):
             raise ValueError(f"late must be 'apply' or 'deadletter', not {late!r}")
@@ -179,6 +180,9 @@ class StreamProcessor:
         self.lateness_ms = int(lateness_s * 1000)
         self.lateness_s = lateness_s
         self.late = late
+        # An event dated far ahead would hold its partition's event-time order hostage: every later
+        # arrival would be late. The wall clock bounds it here (replay, offline, has no clock to ask).
+        self.max_future_ms = None if max_future_s is None else int(max_future_s * 1000)
         self.shards: dict[int, _Shard] = {}
         # Counts since this worker started; streams.metrics exports them at scrape time.
         self.counts: Counter[str] = Counter()
@@ -242,6 +246,9 @@ class StreamProcessor:
             etype = event.type
             if CATEGORY[event.type] != category:
                 raise Rejected(RejectReason.WRONG_TOPIC, f"a {event.type} event on the {category} topic")
+            if self.max_future_ms is not None and event.ts > time.time() * 1000 + self.max_future_ms:
+                raise Rejected(RejectReason.FUTURE_EVENT, f"event time {format_ts(event.ts)} is more than "
+                                                          f"{self.max_future_ms / 1000:g} s ahead of this worker's clock")
         except Rejected as r:
             done.add(offset)
             sh.settled.append((handle, self._deadletter(category, etype, topic, partition, offset, key, raw, r.reason.value, r.detail)))
