@@ -75,7 +75,8 @@ def test_each_bad_record_gets_its_typed_reason(raw: bytes, reason: RejectReason)
 def test_every_decoder_reason_is_exercised() -> None:
     decoder_reasons = set(RejectReason) - {RejectReason.UNKNOWN_ACCOUNT, RejectReason.CURRENCY_MISMATCH,
                                           RejectReason.ACCOUNT_EXISTS, RejectReason.BAD_POLICY,
-                                          RejectReason.WRONG_TOPIC, RejectReason.INTERNAL_ERROR}
+                                          RejectReason.WRONG_TOPIC, RejectReason.INTERNAL_ERROR,
+                                          RejectReason.LATE_EVENT, RejectReason.FUTURE_EVENT}  # the worker's, not the decoder's
     assert {r for _, r in CASES} == decoder_reasons
 
 
