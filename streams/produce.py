@@ -16,7 +16,7 @@ from models.partitioning import partition_for
 
 from .replay import event_order
 from .settings import Settings
-from .topics import client_config
+from .topics import client_config, start_client
 
 __all__ = ["ProduceSummary", "produce"]
 
@@ -58,7 +58,7 @@ async def produce(path: str | Path, settings: Settings, bootstrap: str, report: 
     topics = settings.input_topics
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024,
                                 acks="all", **client_config(settings))
-    await producer.start()
+    await start_client(producer, settings, bootstrap)
     try:
         pending: list[asyncio.Future[object]] = []
         loop = asyncio.get_running_loop()

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer
 
 from .render import decision_line
 from .settings import Settings
-from .topics import client_config
+from .topics import client_config, start_client
 
 __all__ = ["tail"]
 
@@ -29,7 +29,7 @@ async def tail(settings: Settings, bootstrap: str, out: IO[str], as_json: bool =
         auto_offset_reset="earliest" if from_beginning else "latest", enable_auto_commit=group is not None,
         **client_config(settings),
     )
-    await consumer.start()
+    await start_client(consumer, settings, bootstrap)
     seen: OrderedDict[str, None] = OrderedDict()
     counts = {"decisions": 0, "repeats": 0}
     loop = asyncio.get_running_loop()

@@ -5,11 +5,11 @@ import asyncio
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .settings import Settings
 
-__all__ = ["create_topics", "client_config"]
+__all__ = ["create_topics", "client_config", "start_client"]
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -30,10 +30,28 @@ def client_config(settings: Settings) -> dict[str, Any]:
     return cfg
 
 
+async def start_client(client: Any, settings: Settings, bootstrap: str, timeout_s: float = 20.0) -> None:
+    """Start an aiokafka client; a broker it cannot reach is a ConnectionError that says where and how.
+
+    The message names the protocol, mechanism and user, never the password.
+    """
+    try:
+        await asyncio.wait_for(client.start(), timeout_s)
+    except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+        close = getattr(client, "close", None) or client.stop
+        await close()
+        security = settings.security_protocol + (f" {settings.sasl_mechanism} as {settings.sasl_username!r}"
+                                                 if settings.security_protocol.startswith("SASL") else "")
+        raise ConnectionError(
+            f"cannot reach Kafka at {bootstrap} over {security}: {type(exc).__name__} {str(exc)[:160]}. "
+            "Check RISKMON_BROKER_URL, RISKMON_SECURITY_PROTOCOL and the SASL/SSL settings"
+        ) from None
+
+
 async def create_topics(settings: Settings, bootstrap: str, timeout_s: float = 20.0) -> list[str]:
     """Create every topic the monitor uses with ``settings.partitions`` partitions; return those created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_config(settings))
-    await asyncio.wait_for(admin.start(), timeout_s)
+    await start_client(admin, settings, bootstrap, timeout_s)
     created: list[str] = []
     try:
         existing = set(await admin.list_topics())

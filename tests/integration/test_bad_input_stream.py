@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import pathlib
+import re
 import time
 import urllib.request
 from collections import Counter
@@ -20,6 +22,21 @@ from ..bad_input import CASES
 from .conftest import Cluster, diff, replay_decisions, write_log
 
 pytestmark = pytest.mark.integration
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in pathlib.Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.rsplit(":", 1)
+            if state == "0A" and int(hexport, 16) == port:
+                if len(addr) == 8:
+                    found.add(str(ipaddress.IPv4Address(bytes.fromhex(addr)[::-1])))
+                else:
+                    found.add(str(ipaddress.IPv6Address(b"".join(bytes.fromhex(addr)[i:i + 4][::-1] for i in range(0, 16, 4)))))
+    return found
 
 
 def test_bad_records_through_a_worker_are_dead_lettered_counted_and_harmless(broker: EmbeddedBroker, tmp_path: pathlib.Path) -> None:
@@ -70,5 +87,12 @@ def test_bad_records_through_a_worker_are_dead_lettered_counted_and_harmless(bro
             time.sleep(0.5)
         assert counted == want
         assert all(p.poll() is None for p in cluster.workers), "the worker is still up"
+
+        # The worker logged at info level: no account id in it (the bad records named A0000001 and GHOST01).
+        logs = cluster.logs()
+        assert "partition" in logs, "the info log is there"
+        assert not re.search(r"\bA\d{7}\b|GHOST01", logs), re.findall(r".*\bA\d{7}\b.*|.*GHOST01.*", logs)[:3]
+        # Its web and metrics server listens on loopback only (RISKMON_WEB_HOST's default).
+        assert listening_addresses(port) == {"127.0.0.1"}
     finally:
         cluster.stop()
