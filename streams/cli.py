@@ -224,6 +224,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_soak(args: argparse.Namespace) -> int:
+    from streams.soak import main_soak
+
+    return main_soak(args.minutes, args.rate, args.accounts, args.every)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="riskmon", description="Streaming early warning for consumer credit lines.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -299,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--transport-events", type=int, default=60_000, help="events for the broker runs")
     b.add_argument("--latency-seconds", type=float, default=30)
     b.set_defaults(func=_cmd_bench)
+
+    k = sub.add_parser("soak", help="one worker under steady load: is memory flat and lag bounded? (exit 1 if not)")
+    k.add_argument("--minutes", type=float, default=10)
+    k.add_argument("--rate", type=float, default=1000, help="events per second fed")
+    k.add_argument("--accounts", type=int, default=20_000)
+    k.add_argument("--every", type=float, default=15, help="seconds between samples")
+    k.set_defaults(func=_cmd_soak)
 
     t = sub.add_parser("tail", help="print decisions from the decisions topic")
     t.add_argument("--json", action="store_true", help="one JSON object per line")
