@@ -308,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("soak", help="one worker under steady load: is memory flat and lag bounded? (exit 1 if not)")
     k.add_argument("--minutes", type=float, default=10)
-    k.add_argument("--rate", type=float, default=1000, help="events per second fed")
-    k.add_argument("--accounts", type=int, default=20_000)
+    k.add_argument("--rate", type=float, default=300, help="events per second fed")
+    k.add_argument("--accounts", type=int, default=2_000)
     k.add_argument("--every", type=float, default=15, help="seconds between samples")
     k.set_defaults(func=_cmd_soak)
 

@@ -85,6 +85,7 @@ class Metrics(Collector):
             ("riskmon_events_late", "late", "Events that arrived after later events of their partition were applied"),
             ("riskmon_events_redelivered", "redelivered", "Records skipped because an earlier life of the worker applied them"),
             ("riskmon_drift_detections", "drift", "Drift detected in the model's error (ADWIN)"),
+            ("riskmon_events_forced", "forced", "Events applied before their partition's slowest topic caught up, to bound memory"),
         ):
             c = CounterMetricFamily(name, text)
             c.add_metric([], proc.counts[key])

@@ -167,6 +167,7 @@ class StreamProcessor:
         lateness_s: float = 0.0,
         late: str = "apply",
         max_future_s: float | None = None,
+        max_held: int = 100_000,
     ) -> None:
         if late not in ("apply", "deadletter"):
             raise ValueError(f"late must be 'apply' or 'deadletter', not {late!r}")
@@ -183,6 +184,9 @@ class StreamProcessor:
         # An event dated far ahead would hold its partition's event-time order hostage: every later
         # arrival would be late. The wall clock bounds it here (replay, offline, has no clock to ask).
         self.max_future_ms = None if max_future_s is None else int(max_future_s * 1000)
+        # Events wait for the slowest topic of their partition; if it falls far behind, memory is
+        # bounded here: the earliest waiting events go ahead (a straggler from it will then be late).
+        self.max_held = max_held
         self.shards: dict[int, _Shard] = {}
         # Counts since this worker started; streams.metrics exports them at scrape time.
         self.counts: Counter[str] = Counter()
@@ -293,6 +297,9 @@ class StreamProcessor:
                     cutoff = (time.monotonic() if now is None else now) - self.lateness_s
                     while sh.heap and (not self.lateness_s or sh.heap[0].received <= cutoff):
                         ready.append(heapq.heappop(sh.heap))
+            while len(sh.heap) > self.max_held:
+                ready.append(heapq.heappop(sh.heap))
+                self.counts["forced"] += 1
         if not ready:
             return [self._round(sh, [])] if sh.settled else []
         return [self._round(sh, ready[i : i + MAX_ROUND_EVENTS]) for i in range(0, len(ready), MAX_ROUND_EVENTS)]

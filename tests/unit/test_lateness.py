@@ -67,3 +67,19 @@ def test_later_than_the_lateness_can_be_dead_lettered_instead(tmp_path: pathlib.
     assert all("already applied in this partition (allowed lateness 60 s)" in d for d in details)
     for raw, _ in ports.dead:  # the original bytes, as sent
         assert orjson.loads(raw)["type"] in ("drawdown", "purchase", "refund", "limit_request")
+
+
+def test_a_topic_that_falls_far_behind_cannot_make_its_partition_hold_unbounded_memory() -> None:
+    from streams.processor import StreamProcessor
+
+    from .test_processor import MemoryPorts
+
+    events, _ = simulate(50, 60, seed=2)
+    ports = MemoryPorts()
+    proc = StreamProcessor(ports, max_held=100)
+    for i, e in enumerate(e for e in events if CATEGORY[e["type"]] in ("lifecycle", "transactions")):
+        proc.ingest(CATEGORY[e["type"]], "t", 0, i, None, dumps(e), i)
+        # The repayments topic is never caught up and never delivers: nothing may be applied by the watermark.
+        ports.write(proc.release(0, lambda c: c != "repayments"))
+        assert proc.held() <= 100
+    assert proc.counts["forced"] > 0 and proc.counts["forced"] == proc.counts["applied"]
