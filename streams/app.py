@@ -122,6 +122,7 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
         ports, policy=policy, checkpoint_every=settings.checkpoint_every,
         bad_dpd=settings.bad_dpd, max_record_bytes=settings.max_record_bytes, on_decision=on_decision,
         metrics=metrics, lateness_s=settings.lateness_s, late=settings.late_events, max_future_s=settings.max_future_s,
+        snapshot_every_s=settings.snapshot_every_s,
     )
     lock = asyncio.Lock()
     owned: set[int] = set()  # input partitions this worker holds now

@@ -146,7 +146,12 @@ class _Shard:
     rounds: int = 0
     states: dict[str, AccountState | None] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)  # restored from a snapshot, to be written again
-    saved_at: float = 0.0  # time.time() when the host last made a round of this partition durable
+    saved_at: float = 0.0  # time.time() when the host last made a snapshot of this partition durable
+    # Applied since the last snapshot: the states to write with the next one, and the records it will ack.
+    pending: dict[str, AccountState] = field(default_factory=dict)
+    pending_acks: list[Any] = field(default_factory=list)
+    sealed_at: float = 0.0  # time.monotonic() of the last snapshot
+    last_handle: Any = None  # a handle from this partition, for a round that only seals
     # Records settled at ingest, to ack with the next round: a dead letter to send, or None
     # for a record applied in an earlier life.
     settled: list[tuple[Any, tuple[bytes | None, bytes, list[tuple[str, bytes]]] | None]] = field(default_factory=list)
@@ -168,6 +173,7 @@ class StreamProcessor:
         late: str = "apply",
         max_future_s: float | None = None,
         max_held: int = 100_000,
+        snapshot_every_s: float = 0.0,
     ) -> None:
         if late not in ("apply", "deadletter"):
             raise ValueError(f"late must be 'apply' or 'deadletter', not {late!r}")
@@ -187,6 +193,11 @@ class StreamProcessor:
         # Events wait for the slowest topic of their partition; if it falls far behind, memory is
         # bounded here: the earliest waiting events go ahead (a straggler from it will then be late).
         self.max_held = max_held
+        # A snapshot (model, offsets, states) per round costs a pickled model per partition every fetch
+        # at low rates. With snapshot_every_s > 0, rounds in between only deliver their decisions; the
+        # next snapshot carries their states and acks their records. A crash redoes them (same decisions,
+        # same ids: delivered again, never lost).
+        self.snapshot_every_s = snapshot_every_s
         self.shards: dict[int, _Shard] = {}
         # Counts since this worker started; streams.metrics exports them at scrape time.
         self.counts: Counter[str] = Counter()
@@ -282,7 +293,14 @@ class StreamProcessor:
         ``now`` (time.monotonic() by default) times the wait of events once every topic is caught up.
         """
         sh = self.shards.get(partition)
-        if sh is None or not (sh.heap or sh.settled):
+        if sh is None:
+            return []
+        now = time.monotonic() if now is None else now
+        if not (sh.heap or sh.settled):
+            if (sh.pending or sh.pending_acks) and self._seal_due(sh, now):
+                rnd = Round(sh.partition, sh.last_handle)
+                self._seal(sh, rnd, now)
+                return [rnd]
             return []
         ready: list[Held] = []
         if sh.heap:
@@ -294,15 +312,15 @@ class StreamProcessor:
                     while sh.heap and sh.heap[0].order[0] <= watermark:
                         ready.append(heapq.heappop(sh.heap))
                 else:  # nothing more to deliver now: wait out the lateness on the wall clock
-                    cutoff = (time.monotonic() if now is None else now) - self.lateness_s
+                    cutoff = now - self.lateness_s
                     while sh.heap and (not self.lateness_s or sh.heap[0].received <= cutoff):
                         ready.append(heapq.heappop(sh.heap))
             while len(sh.heap) > self.max_held:
                 ready.append(heapq.heappop(sh.heap))
                 self.counts["forced"] += 1
         if not ready:
-            return [self._round(sh, [])] if sh.settled else []
-        return [self._round(sh, ready[i : i + MAX_ROUND_EVENTS]) for i in range(0, len(ready), MAX_ROUND_EVENTS)]
+            return [self._round(sh, [], now)] if sh.settled else []
+        return [self._round(sh, ready[i : i + MAX_ROUND_EVENTS], now) for i in range(0, len(ready), MAX_ROUND_EVENTS)]
 
     def held(self) -> int:
         return sum(len(sh.heap) for sh in self.shards.values())
@@ -310,7 +328,7 @@ class StreamProcessor:
     def saved(self, rnd: Round) -> None:
         """The host made ``rnd`` durable: its events are done."""
         sh = self.shards.get(rnd.partition)
-        if sh is not None:
+        if sh is not None and rnd.snapshot:
             sh.saved_at = time.time()
         if self.metrics is not None and rnd.received:
             now = time.monotonic()
@@ -319,20 +337,21 @@ class StreamProcessor:
                 observe(now - t)
 
     # -- internals --------------------------------------------------------
-    def _round(self, sh: _Shard, ready: list[Held]) -> Round:
+    def _round(self, sh: _Shard, ready: list[Held], now: float) -> Round:
         anchor = ready[-1].handle if ready else sh.settled[-1][0]
+        sh.last_handle = anchor
         rnd = Round(sh.partition, anchor)
         for handle, dead in sh.settled:
             if dead is not None:
                 rnd.dead.append(dead)
-            rnd.acks.append(handle)
+            sh.pending_acks.append(handle)
         sh.settled = []
         writes: dict[str, AccountState] = {}
         for h in ready:
             ev = h.event
             sh.applied_ts = max(sh.applied_ts, ev.ts)
             sh.applied[h.category].add(h.offset)
-            rnd.acks.append(h.handle)
+            sh.pending_acks.append(h.handle)
             rnd.received.append(h.received)
             try:
                 if isinstance(ev, PolicyUpdate):
@@ -379,7 +398,20 @@ class StreamProcessor:
         sh.dirty.clear()
         for aid, state in writes.items():
             sh.states[aid] = state
-            rnd.states.append((aid.encode(), dumps(state)))
+            sh.pending[aid] = state
+        if self._seal_due(sh, now):
+            self._seal(sh, rnd, now)
+        return rnd
+
+    def _seal_due(self, sh: _Shard, now: float) -> bool:
+        return (len(sh.pending) >= MAX_ROUND_EVENTS or len(sh.pending_acks) >= 20 * MAX_ROUND_EVENTS
+                or now - sh.sealed_at >= self.snapshot_every_s)
+
+    def _seal(self, sh: _Shard, rnd: Round, now: float) -> None:
+        """Make ``rnd`` carry the partition's snapshot, the states changed since the last one, and their acks."""
+        rnd.states = [(aid.encode(), dumps(state)) for aid, state in sh.pending.items()]
+        rnd.acks = sh.pending_acks
+        sh.pending, sh.pending_acks, sh.sealed_at = {}, [], now
         sh.rounds += 1
         p = str(sh.partition).encode()
         snap = {"monitor": sh.monitor.dumps(with_quality=False), "applied_ts": sh.applied_ts, "rounds": sh.rounds,
@@ -387,7 +419,6 @@ class StreamProcessor:
         rnd.snapshot.append((SHARD_KEY_PREFIX + p, pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)))
         if sh.rounds % QUALITY_EVERY_ROUNDS == 0:
             rnd.snapshot.append((QUALITY_KEY_PREFIX + p, sh.monitor.dumps_quality()))
-        return rnd
 
     def _emit(self, sh: _Shard, rnd: Round, writes: dict[str, AccountState], aid: str, result: StepResult) -> None:
         """One applied result: its state to write, its decisions to send, its outcomes counted."""

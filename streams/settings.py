@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     max_record_bytes: int = Field(16_384, ge=256)
     lateness_s: float = Field(0.0, ge=0, le=86_400, description="event-time disorder applied in order (seconds)")
     late_events: Literal["apply", "deadletter"] = Field("apply", description="what happens to an event later than that")
+    snapshot_every_s: float = Field(0.5, ge=0, le=60, description="most time between partition snapshots; 0: every round")
     max_future_s: float = Field(86_400.0, gt=0, description="events dated further ahead of the wall clock are dead-lettered")
     checkpoint_every: int = Field(500, ge=1, description="outcomes learned between model versions")
     bad_dpd: int = Field(30, ge=1)

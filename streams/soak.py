@@ -9,6 +9,7 @@ end, and the worst lag there against what the feed sends in 5 seconds.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -38,6 +39,14 @@ class Sample:
     rss_mb: float
     lag: float
     applied: float
+    worker_cpu: float  # share of one core over the interval
+    broker_cpu: float
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:
@@ -90,22 +99,32 @@ def soak(minutes: float, rate: float, accounts: int, every_s: float, out: IO[str
         async def feed_and_watch() -> None:
             feed = asyncio.create_task(produce(log, settings, broker.url, rate=rate))
             start = time.monotonic()
-            print(f"{'t (s)':>7} {'RSS (MB)':>9} {'lag':>7} {'applied':>9} {'events/s':>9}", file=out)
+            give_up = start + minutes * 90 + 60  # a stalled run still ends, and says so
+            assert broker.proc is not None
+            print(f"{'t (s)':>7} {'RSS (MB)':>9} {'lag':>7} {'applied':>9} {'events/s':>9} {'worker CPU':>10} "
+                  f"{'broker CPU':>10}", file=out)
             last_applied, last_t = 0.0, 0.0
-            while True:
+            last_cpu = (_cpu_s(worker.pid), _cpu_s(broker.proc.pid))
+            while time.monotonic() < give_up:
                 await asyncio.sleep(every_s)
                 if worker.poll() is not None:
                     raise RuntimeError(f"the worker exited with code {worker.returncode}; see {tmp / 'worker.log'}")
                 lag, applied = await asyncio.to_thread(_scrape, settings.web_port)
                 t = time.monotonic() - start
-                s = Sample(t, _rss_mb(worker.pid), lag, applied)
+                cpu = (_cpu_s(worker.pid), _cpu_s(broker.proc.pid))
+                s = Sample(t, _rss_mb(worker.pid), lag, applied, (cpu[0] - last_cpu[0]) / (t - last_t),
+                           (cpu[1] - last_cpu[1]) / (t - last_t))
                 samples.append(s)
-                print(f"{t:7.0f} {s.rss_mb:9.1f} {lag:7.0f} {applied:9.0f} {(applied - last_applied) / (t - last_t):9.0f}",
-                      file=out, flush=True)
-                last_applied, last_t = applied, t
+                print(f"{t:7.0f} {s.rss_mb:9.1f} {lag:7.0f} {applied:9.0f} {(applied - last_applied) / (t - last_t):9.0f} "
+                      f"{s.worker_cpu:10.0%} {s.broker_cpu:10.0%}", file=out, flush=True)
+                last_applied, last_t, last_cpu = applied, t, cpu
                 if feed.done() and applied >= len(events):
                     break
-            await feed
+            else:
+                print(f"soak: gave up after {time.monotonic() - start:.0f} s with {samples[-1].applied:.0f} of "
+                      f"{len(events)} events applied", file=out)
+            if not feed.done():
+                feed.cancel()
 
         asyncio.run(feed_and_watch())
     finally:
@@ -119,7 +138,9 @@ def soak(minutes: float, rate: float, accounts: int, every_s: float, out: IO[str
         "rss_half_mb": half[0].rss_mb, "rss_end_mb": samples[-1].rss_mb,
         "rss_growth_second_half_pct": 100 * growth / half[0].rss_mb,
         "lag_max_second_half": max(s.lag for s in half), "lag_median": statistics.median(s.lag for s in samples),
-        "lag_bound": 5 * rate,
+        "lag_bound": 5 * rate, "applied": samples[-1].applied,
+        "worker_cpu_median": statistics.median(s.worker_cpu for s in samples),
+        "broker_cpu_last": samples[-1].broker_cpu,
     }
     flat = result["rss_growth_second_half_pct"] < 5
     bounded = result["lag_max_second_half"] <= result["lag_bound"]
@@ -127,11 +148,13 @@ def soak(minutes: float, rate: float, accounts: int, every_s: float, out: IO[str
           f"{result['rss_end_mb']:.0f} MB at the end: {result['rss_growth_second_half_pct']:+.1f}% over the second half "
           f"({'flat' if flat else 'GROWING'}); lag median {result['lag_median']:.0f}, worst in the second half "
           f"{result['lag_max_second_half']:.0f} records against a bound of {result['lag_bound']:.0f} (5 s of feed): "
-          f"{'bounded' if bounded else 'NOT BOUNDED'}", file=out)
+          f"{'bounded' if bounded else 'NOT BOUNDED'}; worker CPU median {result['worker_cpu_median']:.0%} of a core, "
+          f"broker CPU at the end {result['broker_cpu_last']:.0%}", file=out)
     return result
 
 
 def main_soak(minutes: float, rate: float, accounts: int, every_s: float) -> int:
     result = soak(minutes, rate, accounts, every_s, sys.stdout)
     flat = result["rss_growth_second_half_pct"] < 5
-    return 0 if flat and result["lag_max_second_half"] <= result["lag_bound"] else 1
+    done = result["applied"] >= result["events"]
+    return 0 if done and flat and result["lag_max_second_half"] <= result["lag_bound"] else 1
