@@ -296,12 +296,6 @@ class StreamProcessor:
         if sh is None:
             return []
         now = time.monotonic() if now is None else now
-        if not (sh.heap or sh.settled):
-            if (sh.pending or sh.pending_acks) and self._seal_due(sh, now):
-                rnd = Round(sh.partition, sh.last_handle)
-                self._seal(sh, rnd, now)
-                return [rnd]
-            return []
         ready: list[Held] = []
         if sh.heap:
             bounds = [sh.max_ts.get(c) for c in CATEGORY_RANK if not caught_up(c)]
@@ -318,9 +312,15 @@ class StreamProcessor:
             while len(sh.heap) > self.max_held:
                 ready.append(heapq.heappop(sh.heap))
                 self.counts["forced"] += 1
-        if not ready:
-            return [self._round(sh, [], now)] if sh.settled else []
-        return [self._round(sh, ready[i : i + MAX_ROUND_EVENTS], now) for i in range(0, len(ready), MAX_ROUND_EVENTS)]
+        if ready:
+            return [self._round(sh, ready[i : i + MAX_ROUND_EVENTS], now) for i in range(0, len(ready), MAX_ROUND_EVENTS)]
+        if sh.settled:
+            return [self._round(sh, [], now)]
+        if (sh.pending or sh.pending_acks) and self._seal_due(sh, now):  # nothing new: the last rounds' snapshot is due
+            rnd = Round(sh.partition, sh.last_handle)
+            self._seal(sh, rnd, now)
+            return [rnd]
+        return []
 
     def held(self) -> int:
         return sum(len(sh.heap) for sh in self.shards.values())
