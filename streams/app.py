@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from typing import Any, Callable, Iterator
 
@@ -26,6 +27,8 @@ from .settings import Settings
 from .topics import client_config
 
 __all__ = ["build_app"]
+
+log = logging.getLogger("riskmon.app")
 
 
 @contextlib.contextmanager
@@ -56,12 +59,32 @@ class FaustPorts:
         if sent:
             await asyncio.gather(*sent)  # delivered before the snapshot can say "applied"
         with _as_event(rnd.anchor):
-            for key, value in rnd.snapshot:  # first: it carries the round's states too
-                self.table[key] = value
-            for key, value in rnd.states:
-                self.table[key] = value
-        for handle in rnd.acks:
-            handle.ack()
+            # The snapshot first: it carries the round's states too.
+            written = [self._put(key, value) for key, value in rnd.snapshot + rnd.states]
+        if rnd.acks:
+            # Ack once the broker has the snapshot, not when it is queued: Faust commits acked
+            # offsets after a producer flush that gives up when one message takes over 0.1 s, so
+            # an offset could be committed ahead of the snapshot that says it was applied, and a
+            # worker killed then would never see those records again.
+            acks = rnd.acks
+
+            def durable(fut: asyncio.Future[Any]) -> None:
+                if fut.cancelled() or fut.exception() is not None:
+                    log.error("partition %d: snapshot not written (%r); %d records stay unacked and will be redone",
+                              rnd.partition, None if fut.cancelled() else fut.exception(), len(acks))
+                    return
+                for handle in acks:
+                    handle.ack()
+
+            asyncio.gather(*written).add_done_callback(durable)
+
+    def _put(self, key: bytes, value: bytes) -> Any:
+        """``table[key] = value``, returning the changelog send's future (resolved when the broker has it)."""
+        t = self.table
+        fut = t.send_changelog(t.partition_for_key(key), key, value)
+        t.data[key] = value
+        t.app.sensors.on_table_set(t, key, value)
+        return fut
 
 
 def _credentials(settings: Settings) -> Any:

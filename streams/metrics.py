@@ -86,6 +86,7 @@ class Metrics(Collector):
             ("riskmon_events_redelivered", "redelivered", "Records skipped because an earlier life of the worker applied them"),
             ("riskmon_drift_detections", "drift", "Drift detected in the model's error (ADWIN)"),
             ("riskmon_events_forced", "forced", "Events applied before their partition's slowest topic caught up, to bound memory"),
+            ("riskmon_offset_gap_records", "offset_gap", "Input records a resumed partition will never see: committed past its last snapshot"),
         ):
             c = CounterMetricFamily(name, text)
             c.add_metric([], proc.counts[key])

@@ -86,6 +86,21 @@ class OffsetSet:
         elif offset > self.low:
             self.extra.add(offset)
 
+    def add_range(self, start: int, stop: int) -> None:
+        """Add offsets ``start`` to ``stop - 1``.
+
+        >>> s = OffsetSet(5); s.add(9); s.add_range(5, 9); s.low, sorted(s.extra)
+        (10, [])
+        """
+        if start > self.low:
+            self.extra.update(range(start, stop))
+        elif stop > self.low:
+            self.low = stop
+            self.extra = {o for o in self.extra if o >= stop}
+            while self.low in self.extra:
+                self.extra.discard(self.low)
+                self.low += 1
+
     def __contains__(self, offset: int) -> bool:
         return offset < self.low or offset in self.extra
 
@@ -246,15 +261,29 @@ class StreamProcessor:
         self.counts["received"] += 1
         sh = self.shard(partition)
         done = sh.applied.get(category)
+        prev = sh.last_offset.get(category)  # the record before this one in this life
+        sh.last_offset[category] = offset if prev is None else max(prev, offset)
         if done is None:
             # Records of a topic partition arrive in offset order: the first one
             # seen marks where this life starts.
             done = sh.applied[category] = OffsetSet(offset)
-        elif offset in done:
+        elif prev is not None:
+            if offset > prev + 1:
+                # No record lies between two delivered in order (transaction markers): nothing to apply there.
+                done.add_range(prev + 1, offset)
+        elif offset > done.low:
+            # The first record of this life lies beyond what the snapshot applied: the offsets
+            # between were committed without a snapshot that covers them, and will not come again.
+            gap = [o for o in range(done.low, offset) if o not in done]
+            if gap:
+                self.counts["offset_gap"] += len(gap)
+                log.error("partition %d: %s resumes at offset %d, but its snapshot applied only below %d: %d offsets "
+                          "were committed without a snapshot (or hold transaction markers)", partition, category, offset,
+                          done.low, len(gap))
+        if offset in done:
             self.counts["redelivered"] += 1
             sh.settled.append((handle, None))
             return
-        sh.last_offset[category] = max(sh.last_offset.get(category, -1), offset)
         etype = "unknown"
         try:
             event = decode(raw, self.max_record_bytes)

@@ -201,3 +201,46 @@ def test_a_record_that_breaks_the_codec_is_dead_lettered_and_the_partition_goes_
     assert sorted(ports.decisions) == sorted(clean.decisions)
     assert [h["riskmon-reason"] for _, h in ports.dead] == [b"internal_error"]
     assert proc.rejected[("transactions", "internal_error")] == 1
+
+
+def test_offsets_without_records_between_them_count_as_done() -> None:
+    """Transaction markers take offsets that deliver no record: the applied set must still close over them
+    (else it grows by one per transaction for ever), and the decisions are replay's."""
+    events, _ = simulate(80, 50, seed=8)
+    topics = _topics(events)
+    ports = MemoryPorts()
+    proc = StreamProcessor(ports)
+    last = {k: 3 * (len(v) - 1) for k, v in topics.items()}  # record i sits at offset 3i: two markers after each
+    feed = sorted(((k, i) for k in topics for i in range(len(topics[k]))), key=lambda f: (f[1], f[0]))
+    delivered: dict[tuple[str, int], int] = {}
+    for (cat, p), i in feed:
+        proc.ingest(cat, cat, p, 3 * i, None, topics[(cat, p)][i], ((cat, p), i))
+        delivered[(cat, p)] = 3 * i
+        ports.write(proc.release(p, lambda c, p=p: delivered.get((c, p), -1) >= last.get((c, p), -1)))
+    for p in range(P):
+        ports.write(proc.release(p, lambda c: True, now=float("inf")))
+    clean = MemoryPorts()
+    _feed(StreamProcessor(clean), clean, topics)
+    assert sorted(ports.decisions) == sorted(clean.decisions) and ports.decisions
+    for (cat, p), off in last.items():
+        done = proc.shards[p].applied[cat]
+        assert done.low == off + 1 and not done.extra, (cat, p, done.low, len(done.extra))
+    assert proc.counts["offset_gap"] == 0
+
+
+def test_a_partition_resumed_past_its_snapshot_says_how_many_records_it_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    """Offsets committed ahead of the last snapshot (the records will never come again) are an error, counted."""
+    events, _ = simulate(80, 50, seed=8)
+    topics = _topics(events)
+    ports = MemoryPorts()
+    _feed(StreamProcessor(ports), ports, topics, stop_after_rounds=40)
+    proc = StreamProcessor(ports)
+    (cat, p) = ("transactions", 0)
+    proc.shard(p)
+    low = proc.shards[p].applied[cat].low
+    assert low + 5 < len(topics[(cat, p)])
+    with caplog.at_level("ERROR", logger="riskmon.processor"):
+        proc.ingest(cat, cat, p, low + 5, None, topics[(cat, p)][low + 5], None)
+        proc.ingest(cat, cat, p, low + 6, None, topics[(cat, p)][low + 6], None)
+    assert proc.counts["offset_gap"] == 5
+    assert f"transactions resumes at offset {low + 5}, but its snapshot applied only below {low}" in caplog.text
