@@ -90,7 +90,6 @@ def test_a_round_is_acked_only_once_the_broker_has_its_snapshot() -> None:
         def __init__(self) -> None:
             self.data: dict[bytes, bytes] = {}
             self.sent: list[asyncio.Future[None]] = []
-            self.app = SimpleNamespace(sensors=SimpleNamespace(on_table_set=lambda *a: None))
 
         def partition_for_key(self, key: bytes) -> int:
             return 0
