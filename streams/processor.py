@@ -79,10 +79,7 @@ class OffsetSet:
 
     def add(self, offset: int) -> None:
         if offset == self.low:
-            self.low += 1
-            while self.low in self.extra:
-                self.extra.discard(self.low)
-                self.low += 1
+            self._raise_low(offset + 1)
         elif offset > self.low:
             self.extra.add(offset)
 
@@ -95,11 +92,19 @@ class OffsetSet:
         if start > self.low:
             self.extra.update(range(start, stop))
         elif stop > self.low:
-            self.low = stop
             self.extra = {o for o in self.extra if o >= stop}
-            while self.low in self.extra:
-                self.extra.discard(self.low)
-                self.low += 1
+            self._raise_low(stop)
+
+    def missing_below(self, offset: int) -> int:
+        """How many offsets under ``offset`` are not in the set."""
+        return max(offset - self.low, 0) - sum(1 for o in self.extra if o < offset)
+
+    def _raise_low(self, low: int) -> None:
+        """Everything below ``low`` is in; so is any run of ``extra`` that now joins it."""
+        self.low = low
+        while self.low in self.extra:
+            self.extra.discard(self.low)
+            self.low += 1
 
     def __contains__(self, offset: int) -> bool:
         return offset < self.low or offset in self.extra
@@ -274,12 +279,12 @@ class StreamProcessor:
         elif offset > done.low:
             # The first record of this life lies beyond what the snapshot applied: the offsets
             # between were committed without a snapshot that covers them, and will not come again.
-            gap = [o for o in range(done.low, offset) if o not in done]
+            gap = done.missing_below(offset)
             if gap:
-                self.counts["offset_gap"] += len(gap)
+                self.counts["offset_gap"] += gap
                 log.error("partition %d: %s resumes at offset %d, but its snapshot applied only below %d: %d offsets "
                           "were committed without a snapshot (or hold transaction markers)", partition, category, offset,
-                          done.low, len(gap))
+                          done.low, gap)
         if offset in done:
             self.counts["redelivered"] += 1
             sh.settled.append((handle, None))
