@@ -231,7 +231,7 @@ async def bench_worker_latency(bootstrap: str, events: list[dict[str, Any]], rat
     from .broker import free_port
 
     s = Settings(broker_kind=kind, topic_prefix=f"bench.{tag}.lat", app_id=f"bench-{tag}-lat",
-                 datadir=Path(tempfile.mkdtemp(prefix="riskmon-bench-")), web_port=free_port(), batch_wait_s=0.01)
+                 datadir=Path(tempfile.mkdtemp(prefix="riskmon-bench-")), web_port=free_port())
     await create_topics(s, bootstrap)
     proc = _worker(s, bootstrap)
     sent: dict[str, float] = {}
