@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--days", type=int, default=8)
     b.add_argument("--seed", type=int, default=7)
     b.add_argument("--repeats", type=int, default=3, help="core runs (the median is reported)")
-    b.add_argument("--transport-events", type=int, default=60_000, help="events for the broker runs")
+    b.add_argument("--transport-events", type=int, default=200_000, help="events for the broker runs")
     b.add_argument("--latency-seconds", type=float, default=30)
     b.set_defaults(func=_cmd_bench)
 

@@ -130,3 +130,70 @@ def test_a_round_is_acked_only_once_the_broker_has_its_snapshot() -> None:
         assert not lost[0].acked, "a snapshot that was not written must leave its records to be redone"
 
     asyncio.run(go())
+
+
+def test_a_delivery_skips_faust_s_four_tasks_only_when_it_cannot_wait(tmp_path) -> None:
+    """streams.faust_drain: the direct path is taken only when none of the conditions Faust's delivery waits on holds."""
+    import asyncio
+
+    import faust
+
+    from streams.faust_drain import _can_block
+
+    app = faust.App("riskmon-drain-test", broker="kafka://127.0.0.1:1", datadir=str(tmp_path), stream_buffer_maxsize=3)
+    topic = app.topic("t", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    chan = aiter(topic)  # as an agent does: its channel is registered with the conductor
+    asyncio.run(app.topics._update_indices())  # as subscribing does
+    app.flow_control.resume()
+    assert not _can_block(app, "t")
+    app.flow_control.suspend()  # a rebalance: delivery waits for flow to resume
+    assert _can_block(app, "t")
+    app.flow_control.resume()
+    app.producer.buffer.max_messages = -1  # the producer buffer over its limit: delivery flushes first
+    assert _can_block(app, "t")
+    app.producer.buffer.max_messages = 100
+    for i in range(3):  # the agent's queue full: delivery waits for room
+        chan.queue.put_nowait(i)
+    assert _can_block(app, "t")
+    assert not _can_block(app, "other-topic"), "a topic no agent reads has no queue to fill"
+
+
+def test_the_agent_takes_what_waits_and_drops_records_fetched_before_a_rebalance(tmp_path) -> None:
+    """streams.app._batches: Faust's stream iterator checks, once per batch."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import faust
+
+    from streams.app import _batches
+
+    app = faust.App("riskmon-batch-test", broker="kafka://127.0.0.1:1", datadir=str(tmp_path))
+    topic = app.topic("t", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    class Message:  # the fields of a Faust message the check reads (Faust keeps unacked ones in a WeakSet)
+        def __init__(self, offset: int, generation: int) -> None:
+            self.topic, self.offset, self.generation_id, self.tracked = "t", offset, generation, False
+
+    def event(offset: int, generation: int) -> SimpleNamespace:
+        return SimpleNamespace(message=Message(offset, generation))
+
+    async def go() -> None:
+        app.flow_control.resume()
+        app.consumer_generation_id = 2
+        batch = _batches(app, SimpleNamespace(channel=topic), most=3)
+        await app.topics._update_indices()  # as subscribing does
+        assert "t" in app.topics.acking_topics
+        queue = app.topics._topic_name_index["t"].copy().pop().queue
+        waiting = [event(0, 1), event(1, 2), event(2, 2), event(3, 2), event(4, 2)]
+        for e in waiting:
+            queue.put_nowait(e)
+        first = await batch()
+        assert [e.message.offset for e in first] == [1, 2], "at most 3 taken; the one of generation 1 dropped"
+        assert all(e.message.tracked for e in first) and not waiting[0].message.tracked
+        assert {e.message for e in first} <= app.consumer.unacked, "tracked as unacked until the processor acks"
+        assert [e.message.offset for e in await batch()] == [3, 4], "the rest, without waiting for a full batch"
+        queue.put_nowait(event(5, 2))
+        app.flow_control.suspend()  # a rebalance starts while the queue still holds a record
+        assert await batch() == [], "flow stopped: dropped unacked, fetched again after the rebalance"
+
+    asyncio.run(go())
