@@ -1,7 +1,7 @@
 """`riskmon bench`: throughput, latency and memory, side by side with the ceilings, in one run.
 
-Everything runs on this machine against a fresh embedded broker (or
-RISKMON_BROKER_URL). Figures are medians of ``repeats`` runs where a run is
+Everything runs on this machine, each broker run against a fresh embedded
+broker (or RISKMON_BROKER_URL). Figures are medians of ``repeats`` runs where a run is
 cheap enough to repeat; ratios compare figures measured in the same run.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -308,32 +308,35 @@ def run_bench(accounts: int, days: int, seed: int, repeats: int, transport_event
     core = bench_core(lines, repeats)
     results: dict[str, Any] = {"core": core}
     settings = Settings()
-    broker = None
-    if settings.broker_url:
-        bootstrap, kind = settings.broker_url, settings.broker_kind
-    else:
+
+    def on_broker(run: Callable[[str, str], Any]) -> Any:
+        """``run(bootstrap, kind)`` on RISKMON_BROKER_URL, or on a fresh embedded broker: Tansu slows as its
+        in-memory partitions grow (STACK.md), so a run must not inherit the records of the runs before it."""
+        if settings.broker_url:
+            return run(settings.broker_url, settings.broker_kind)
         broker = EmbeddedBroker().start()
-        bootstrap, kind = broker.url, "tansu"
-    try:
-        sample = lines[:transport_events]
-        say(f"bench: aiokafka passthrough on {len(sample)} records")
-        results["aiokafka_passthrough_per_s"] = asyncio.run(bench_aiokafka(bootstrap, sample, tag))
-        say(f"bench: Faust passthrough on {len(sample)} records")
-        results["faust_passthrough_per_s"] = asyncio.run(bench_faust(bootstrap, sample, tag))
-        with tempfile.TemporaryDirectory() as tmp:
-            log = Path(tmp) / "events.jsonl"
-            ordered = sorted(events[:transport_events], key=lambda e: e["ts"])
-            log.write_bytes(b"".join(dumps(e) + b"\n" for e in ordered))
-            say(f"bench: one worker, end to end, on {len(ordered)} events")
-            results["worker"] = asyncio.run(bench_worker_throughput(bootstrap, log, kind, tag))
-        half = results["worker"]["events_per_s"] / 2
-        # Decisions need history: a smaller portfolio over months gives them from the first week.
-        dense, _ = simulate(2000, 120, seed)
-        say(f"bench: latency at {half:.0f} events/s for {latency_s:.0f} s (2,000 accounts, 120 days)")
-        results["latency"] = asyncio.run(bench_worker_latency(bootstrap, dense, half, kind, tag, latency_s))
-    finally:
-        if broker is not None:
+        try:
+            return run(broker.url, "tansu")
+        finally:
             broker.stop()
+
+    sample = lines[:transport_events]
+    say(f"bench: aiokafka passthrough on {len(sample)} records")
+    results["aiokafka_passthrough_per_s"] = on_broker(lambda url, kind: asyncio.run(bench_aiokafka(url, sample, tag)))
+    say(f"bench: Faust passthrough on {len(sample)} records")
+    results["faust_passthrough_per_s"] = on_broker(lambda url, kind: asyncio.run(bench_faust(url, sample, tag)))
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "events.jsonl"
+        ordered = sorted(events[:transport_events], key=lambda e: e["ts"])
+        log.write_bytes(b"".join(dumps(e) + b"\n" for e in ordered))
+        say(f"bench: one worker, end to end, on {len(ordered)} events")
+        results["worker"] = on_broker(lambda url, kind: asyncio.run(bench_worker_throughput(url, log, kind, tag)))
+    half = results["worker"]["events_per_s"] / 2
+    # Decisions need history: a smaller portfolio over months gives them from the first week.
+    dense, _ = simulate(2000, 120, seed)
+    say(f"bench: latency at {half:.0f} events/s for {latency_s:.0f} s (2,000 accounts, 120 days)")
+    results["latency"] = on_broker(
+        lambda url, kind: asyncio.run(bench_worker_latency(url, dense, half, kind, tag, latency_s)))
     print(format_bench(results), file=out)
     return results
 
