@@ -9,19 +9,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .broker import EmbeddedBroker
 from .settings import Settings
 from .topics import create_topics
+
+if TYPE_CHECKING:
+    import faust
 
 __all__ = ["run_worker", "run_all"]
 
 
 def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     """Run one worker until stopped (SIGTERM or Ctrl-C). Needs RISKMON_BROKER_URL."""
-    import faust
-
     from .app import build_app
 
     if not settings.broker_url:
@@ -30,13 +31,22 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(create_topics(settings, settings.broker_url))
     app, _ = build_app(settings, settings.broker_url)
+    faust_worker(app, loop, loglevel).execute_from_commandline()
+
+
+def faust_worker(app: faust.App, loop: asyncio.AbstractEventLoop, loglevel: str) -> faust.Worker:
+    """Faust's worker for ``app``, logging at ``loglevel`` and no lower.
+
+    Faust's startup spinner spins on every log record, so it sets the root logger to DEBUG
+    (faust/worker.py, ``_setup_spinner_handler``): every debug call of Faust and aiokafka,
+    several per record sent, then built a LogRecord that the handler dropped (6% of the
+    worker's time in a py-spy profile). Without the spinner the root logger stays at ``loglevel``.
+    """
+    import faust
+
     worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    # Faust's startup spinner spins on every log record, so it sets the root logger to DEBUG
-    # (faust/worker.py, _setup_spinner_handler): every debug call of Faust and aiokafka, several
-    # per record sent, then built a LogRecord that the handler dropped (6% of the worker's time
-    # in a py-spy profile). Without it the root logger stays at ``loglevel``.
     worker.spinner = None
-    worker.execute_from_commandline()
+    return worker
 
 
 def start_worker_process(settings: Settings, log: IO[bytes] | None = None, loglevel: str = "warn") -> subprocess.Popen[bytes]:
