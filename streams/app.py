@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, Iterator
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
-from faust.streams import _current_event  # a rocksdb store writes to the partition of the "current" event
+from faust.streams import _current_event  # the table writes to the changelog partition of the "current" event
 from faust.types import TP
 
 from models.policy import load_policy
@@ -47,8 +47,8 @@ def _as_event(event: Any) -> Iterator[None]:
 
 
 class FaustPorts:
-    def __init__(self, app: Any, table: Any, decisions: Any, deadletter: Any) -> None:
-        self.app, self.table, self.decisions, self.deadletter = app, table, decisions, deadletter
+    def __init__(self, table: Any, decisions: Any, deadletter: Any) -> None:
+        self.table, self.decisions, self.deadletter = table, decisions, deadletter
 
     def get(self, key: bytes) -> bytes | None:
         return self.table.get(key)  # type: ignore[no-any-return]
@@ -59,8 +59,9 @@ class FaustPorts:
         sent += [await self.deadletter.send(key=key, value=value, headers=headers) for key, value, headers in rnd.dead]
         if sent:
             await asyncio.gather(*sent)  # delivered before the snapshot can say "applied"
-        # The snapshot first: it carries the round's states too.
-        written = await self._put_all(rnd.partition, rnd.anchor, rnd.snapshot + rnd.states)
+        with _as_event(rnd.anchor):
+            # The snapshot first: it carries the round's states too.
+            written = [self._put(key, value) for key, value in rnd.snapshot + rnd.states]
         if rnd.acks:
             # Ack once the broker has the snapshot, not when it is queued: Faust commits acked
             # offsets after a producer flush that gives up when one message takes over 0.1 s, so
@@ -78,40 +79,12 @@ class FaustPorts:
 
             asyncio.gather(*written).add_done_callback(durable)
 
-    async def _put_all(self, partition: int, anchor: Any, items: list[tuple[bytes, bytes]]) -> list[asyncio.Future[Any]]:
-        """``table[key] = value`` for each item, in order; the changelog sends' futures (resolved when the broker has them).
-
-        What Faust's ``table[key] = value`` does, less its per-record machinery: it queues
-        each changelog record in Faust's producer buffer as a FutureMessage for a background
-        task to publish, through sensors and a debug log line, which made those writes about
-        a fifth of the worker's time in a py-spy profile. Here each record goes straight to
-        the producer Faust would use (its transaction manager under exactly_once), to the
-        changelog partition Faust would pick (the input partition: tables are co-partitioned
-        with their stream), and its offset is recorded as Faust's own send callback records it.
-        """
+    def _put(self, key: bytes, value: bytes) -> Any:
+        """``table[key] = value``, returning the changelog send's future (resolved when the broker has it)."""
         t = self.table
-        app = self.app
-        topic = t.changelog_topic.get_topic_name()
-        producer = await app.maybe_start_producer()
-        data = t.data
-        futures = []
-        for key, value in items:
-            fut = await producer.send(topic, key, value, partition, None, None)
-            fut.add_done_callback(self._on_sent)
-            with _as_event(anchor):  # a rocksdb store puts the key in the current event's partition
-                data[key] = value  # (Faust's table-set sensor is skipped: 4% of the worker's time in a profile, on no panel)
-            futures.append(fut)
-        return futures
-
-    def _on_sent(self, fut: asyncio.Future[Any]) -> None:
-        """Faust's ``Collection._on_changelog_sent``: the persisted offset lets a rocksdb store resume from disk."""
-        if fut.cancelled() or fut.exception() is not None:
-            return  # the round's ``durable`` callback reports it
-        res = fut.result()
-        if self.app.in_transaction:
-            self.app.tables.persist_offset_on_commit(self.table.data, res.topic_partition, res.offset)
-        else:
-            self.table.data.set_persisted_offset(res.topic_partition, res.offset)
+        fut = t.send_changelog(t.partition_for_key(key), key, value)
+        t.data[key] = value  # (Faust's table-set sensor is skipped: 4% of the worker's time in a profile, on no panel)
+        return fut
 
 
 def _batches(app: Any, stream: Any, most: int) -> Callable[[], Awaitable[list[Any]]]:
@@ -202,7 +175,7 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
     deadletter = app.topic(settings.topic_deadletter, partitions=settings.partitions, **raw)
     table = app.Table("accounts", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes)
     policy = load_policy(settings.policy_file) if settings.policy_file else None
-    ports = FaustPorts(app, table, decisions, deadletter)
+    ports = FaustPorts(table, decisions, deadletter)
     # /metrics on the worker's web port: riskmon's metrics and Faust's sensors, one registry.
     registry = CollectorRegistry()
     setup_prometheus_sensors(app, registry=registry, name_prefix="riskmon_faust")
