@@ -20,7 +20,10 @@ under their own keys; the input acked. A worker killed at any point resumes
 from the last snapshot: it restores the states the snapshot carries (an account
 key written after it is the same state), skips input offsets it records as
 applied and redoes the rest exactly. Decisions of a round whose snapshot was
-lost are delivered again, with the same ids.
+lost are delivered again, with the same ids. This holds only if what a restarted
+worker reads is a prefix of these writes in this order: a host whose store
+outlives the process must not let it run ahead of the log (``streams.app``: a
+rocksdb store takes a record only once the broker has it).
 """
 from __future__ import annotations
 

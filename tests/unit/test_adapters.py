@@ -79,27 +79,59 @@ def test_a_child_process_reads_back_every_setting(monkeypatch: pytest.MonkeyPatc
 
 def test_a_round_is_acked_only_once_the_broker_has_its_snapshot() -> None:
     """Faust commits acked offsets; acking before the snapshot's changelog write is confirmed would let a
-    commit overtake the snapshot (Faust's pre-commit flush gives up after 0.1 s without a send)."""
+    commit overtake the snapshot (Faust's pre-commit flush gives up after 0.1 s without a send).
+    The writes go, snapshot first, to the round's partition of the table's changelog; the local store takes
+    each record only once the broker confirms it, with its offset, as Faust's own changelog callback records
+    it (a rocksdb store resumes from it), so it never holds a round the broker lacks."""
     import asyncio
     from types import SimpleNamespace
+
+    from aiokafka.structs import RecordMetadata, TopicPartition
+
+    from faust.streams import current_event
 
     from streams.app import FaustPorts
     from streams.processor import Round
 
-    class Table:  # the parts of a Faust table FaustPorts uses; the futures stand for changelog sends
-        def __init__(self) -> None:
-            self.data: dict[bytes, bytes] = {}
-            self.sent: list[asyncio.Future[None]] = []
-
-        def partition_for_key(self, key: bytes) -> int:
-            return 0
-
-        def send_changelog(self, partition: int, key: bytes, value: bytes) -> asyncio.Future[None]:
-            self.sent.append(asyncio.get_running_loop().create_future())
-            return self.sent[-1]
-
-    class Anchor:  # the event whose partition the table writes go to
+    class Anchor:  # a record of the round's partition
         pass
+
+    anchor = Anchor()
+
+    class Store(dict):  # type: ignore[type-arg]
+        def __init__(self) -> None:
+            super().__init__()
+            self.persisted: list[tuple[TopicPartition, int]] = []
+
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            # Faust's rocksdb store puts a key in the partition of the current event.
+            assert current_event() is anchor, "a table write outside the round's partition"
+            super().__setitem__(key, value)
+
+        def set_persisted_offset(self, tp: TopicPartition, offset: int) -> None:
+            self.persisted.append((tp, offset))
+
+    class Producer:  # the producer Faust would publish the changelog with; its futures stand for sends
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, bytes, bytes, int, asyncio.Future[RecordMetadata]]] = []
+
+        async def send(self, topic: str, key: bytes, value: bytes, partition: int, timestamp: None,
+                       headers: None) -> asyncio.Future[RecordMetadata]:
+            fut: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+            self.sent.append((topic, key, value, partition, fut))
+            return fut
+
+    def faust_app(producer: Producer) -> SimpleNamespace:
+        async def maybe_start_producer() -> Producer:
+            return producer
+        return SimpleNamespace(maybe_start_producer=maybe_start_producer, in_transaction=False)
+
+    def table() -> SimpleNamespace:
+        return SimpleNamespace(data=Store(), changelog_topic=SimpleNamespace(get_topic_name=lambda: "app-accounts-changelog"))
+
+    def confirm(sent: tuple[str, bytes, bytes, int, asyncio.Future[RecordMetadata]], offset: int) -> None:
+        topic, _, _, partition, fut = sent
+        fut.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), offset, -1, 0, -1))
 
     class Handle:
         acked = False
@@ -108,26 +140,41 @@ def test_a_round_is_acked_only_once_the_broker_has_its_snapshot() -> None:
             self.acked = True
 
     async def go() -> None:
-        table = Table()
-        ports = FaustPorts(table, None, None)
+        producer, t = Producer(), table()
+        ports = FaustPorts(faust_app(producer), t, None, None)
         handles = [Handle(), Handle()]
-        await ports.write(Round(0, anchor=Anchor(), snapshot=[(b"__shard__:0", b"s")],
-                                states=[(b"A1", b"{}")], acks=handles))
-        assert table.data == {b"__shard__:0": b"s", b"A1": b"{}"}
+        await ports.write(Round(3, anchor=anchor, snapshot=[(b"__shard__:3", b"s")], states=[(b"A1", b"{}")], acks=handles))
+        assert [(topic, k, v, p) for topic, k, v, p, _ in producer.sent] == [
+            ("app-accounts-changelog", b"__shard__:3", b"s", 3), ("app-accounts-changelog", b"A1", b"{}", 3)]
         await asyncio.sleep(0)
+        assert t.data == {}, "the local store took a record the broker has not confirmed"
         assert not any(h.acked for h in handles), "acked before the broker confirmed the snapshot"
-        for f in table.sent:
-            f.set_result(None)
+        confirm(producer.sent[0], 40)
+        await asyncio.sleep(0)
+        assert t.data == {b"__shard__:3": b"s"}
+        confirm(producer.sent[1], 41)
         await asyncio.sleep(0)
         await asyncio.sleep(0)
+        assert t.data == {b"__shard__:3": b"s", b"A1": b"{}"}
         assert all(h.acked for h in handles)
-        failed = Table()
+        tp = TopicPartition("app-accounts-changelog", 3)
+        assert t.data.persisted == [(tp, 40), (tp, 41)]
+
+        # A partition revoked while its writes are in flight: recovery replays them from the broker.
+        await ports.write(Round(3, anchor=anchor, states=[(b"A2", b"{}")]))
+        ports.forget({3})
+        confirm(producer.sent[2], 42)
+        await asyncio.sleep(0)
+        assert b"A2" not in t.data and t.data.persisted == [(tp, 40), (tp, 41)]
+
+        failing, lost_table = Producer(), table()
         lost = [Handle()]
-        await FaustPorts(failed, None, None).write(Round(0, anchor=Anchor(), snapshot=[(b"k", b"v")], acks=lost))
-        failed.sent[0].set_exception(RuntimeError("broker gone"))
+        await FaustPorts(faust_app(failing), lost_table, None, None).write(Round(0, anchor=anchor, snapshot=[(b"k", b"v")], acks=lost))
+        failing.sent[0][4].set_exception(RuntimeError("broker gone"))
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert not lost[0].acked, "a snapshot that was not written must leave its records to be redone"
+        assert lost_table.data.persisted == []
 
     asyncio.run(go())
 
