@@ -32,6 +32,13 @@ __all__ = ["build_app"]
 
 log = logging.getLogger("riskmon.app")
 
+# aiokafka's send waits, once a partition's batch is full, until the sender takes that
+# batch. A seal sends a snapshot carrying up to 256 states and then those states (~300 KB);
+# at the default 16 KB batch the agent waited for one batch after another, and decisions
+# with it (p50 137-181 ms at 3,066 events/s; 79-81 ms with this). Below Kafka's default
+# 1 MB record-batch limit.
+PRODUCER_BATCH_BYTES = 512 * 1024
+
 
 @contextlib.contextmanager
 def _as_event(event: Any) -> Iterator[None]:
@@ -207,6 +214,7 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_s,
         producer_linger=0.005,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         stream_buffer_maxsize=max(4096, settings.batch_size * 2),
         logging_config=None,
     )
