@@ -104,8 +104,10 @@ class FaustPorts:
         those local writes, and could leave an older snapshot beside newer account keys (seen
         once in 5 kill -9 runs: 130 of 284 decisions changed). So the local store takes a
         record when the broker confirms it, with its offset (:meth:`_on_sent`): what it holds
-        is always a prefix of the changelog. The worker never reads back what it wrote in
-        the same life (the processor keeps every state it applied), so reads are unchanged.
+        is always a prefix of the changelog. While it owns a partition the worker never reads
+        back what it wrote (the processor keeps every state it applied); a partition that
+        comes back after a revocation is read after Faust's recovery has replayed the broker's
+        changelog into the store.
         """
         t = self.table
         topic = t.changelog_topic.get_topic_name()
