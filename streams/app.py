@@ -313,20 +313,24 @@ def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[st
                 for rnd in proc.release(p, caught_up(p)):
                     await write(rnd)
 
+    def drop(partitions: set[int]) -> None:
+        """Partitions this worker no longer owns: their shards go, and late confirmations of their writes
+        no longer touch the local store (both, always: see FaustPorts._put_all)."""
+        ports.forget(partitions)
+        proc.revoke(partitions)
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         async with lock:
             gone = {tp.partition for tp in revoked if tp.topic in category_of}
             owned.difference_update(gone)
-            ports.forget(gone)
-            proc.revoke(gone)
+            drop(gone)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         async with lock:
             mine = {tp.partition for tp in assigned if tp.topic in category_of}
-            ports.forget(set(proc.shards) - mine)
-            proc.revoke(set(proc.shards) - mine)
+            drop(set(proc.shards) - mine)
             owned.clear()
             owned.update(mine)
 
