@@ -17,7 +17,7 @@ Once tripped it stays tripped: every further guarded action is held (a
 release makes the wave it released the accepted level for the baseline; a drop
 forgets the wave.
 
->>> from models.policy import default_policy
+>>> from riskmon.models.policy import default_policy
 >>> b, day = Breaker(), 86_400_000
 >>> b.seen(0)
 >>> p = default_policy().updated({"breaker.min_count": 3}, "t")

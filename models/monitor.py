@@ -30,7 +30,7 @@ __all__ = ["Monitor"]
 class Monitor:
     """Applies events to account states, learns from their outcomes, versions its model.
 
-    >>> from models.codec import decode
+    >>> from riskmon.models.codec import decode
     >>> m = Monitor("p0")
     >>> r = m.apply(None, decode(b'{"type":"account_opened","event_id":"o1","account_id":"a1",'
     ...     b'"ts":"2025-01-01T00:00:00Z","limit":5000,"currency":"CNY"}'))

@@ -111,7 +111,7 @@ def default_policy() -> Policy:
 
 
 def _load_default() -> Policy:
-    doc = tomllib.loads(resources.files("models").joinpath("data/default_policy.toml").read_text("utf-8"))
+    doc = tomllib.loads(resources.files(__package__ or "riskmon.models").joinpath("data/default_policy.toml").read_text("utf-8"))
     policy = Policy(_version(doc, "default_policy.toml"), _flatten(doc))
     policy.validate()
     return policy

@@ -18,7 +18,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.streams import _current_event  # a rocksdb store writes to the partition of the "current" event
 from faust.types import TP
 
-from models.policy import load_policy
+from riskmon.models.policy import load_policy
 
 from prometheus_client import CollectorRegistry
 

@@ -21,9 +21,9 @@ from typing import Any, Callable
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from models.codec import decode, dumps
-from models.engine import Engine
-from models.simulate import simulate
+from riskmon.models.codec import decode, dumps
+from riskmon.models.engine import Engine
+from riskmon.models.simulate import simulate
 
 from .broker import EmbeddedBroker
 from .produce import produce
@@ -150,7 +150,7 @@ async def bench_faust(bootstrap: str, lines: list[bytes], tag: str) -> float:
     src, dst = await _filled_pair(bootstrap, f"bench.{tag}.faust", lines)
     env = dict(os.environ, BENCH_APP_ID=f"bench-{tag}-faust", BENCH_BROKER=bootstrap, BENCH_IN=src, BENCH_OUT=dst,
                BENCH_DATADIR=tempfile.mkdtemp(prefix="riskmon-bench-"))
-    proc = subprocess.Popen([sys.executable, "-m", "streams.bench_faust", "worker", "-l", "error"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "riskmon.streams.bench_faust", "worker", "-l", "error"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # From the first output record to the last: start-up and group join are not throughput.
@@ -238,8 +238,8 @@ async def bench_worker_latency(bootstrap: str, events: list[dict[str, Any]], rat
     lat: list[float] = []
     try:
         await asyncio.sleep(8)  # join the group before the clock starts
-        from models.events import CATEGORY
-        from models.partitioning import partition_for
+        from riskmon.models.events import CATEGORY
+        from riskmon.models.partitioning import partition_for
 
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
         # The measuring consumer waits 20 ms per fetch, not 500: see streams/tansu_fetch_wait.py.

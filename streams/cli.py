@@ -9,11 +9,11 @@ from typing import IO, TYPE_CHECKING, Sequence
 
 import orjson
 
-from models.errors import Rejected
-from models.policy import load_policy
+from riskmon.models.errors import Rejected
+from riskmon.models.policy import load_policy
 
 if TYPE_CHECKING:
-    from streams.settings import Settings
+    from riskmon.streams.settings import Settings
 
 __all__ = ["main"]
 
@@ -42,7 +42,7 @@ class _TextOut(io.RawIOBase):
         self.raw = raw
 
     def write(self, b: bytes) -> int:  # type: ignore[override]
-        from streams.render import decision_line
+        from riskmon.streams.render import decision_line
 
         for line in bytes(b).splitlines():
             self.raw.write(decision_line(orjson.loads(line)).encode() + b"\n")
@@ -56,7 +56,7 @@ class _TextOut(io.RawIOBase):
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from models.simulate import simulate
+    from riskmon.models.simulate import simulate
 
     events, truth = simulate(args.accounts, args.days, args.seed, args.start)
     truth_path = args.truth or (f"{Path(args.out).with_suffix('')}.truth.jsonl" if args.out else None)
@@ -80,7 +80,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from streams.replay import load_truth, replay
+    from riskmon.streams.replay import load_truth, replay
 
     policy = load_policy(args.policy) if args.policy else None
     truth = load_truth(args.truth) if args.truth else None
@@ -91,7 +91,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         out = _TextOut(out)
     collector = None
     if args.report:
-        from streams.report import ReportCollector
+        from riskmon.streams.report import ReportCollector
 
         collector = ReportCollector()
     try:
@@ -109,7 +109,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             full.close()
     print(f"replay: {summary.line()}", file=sys.stderr)
     if collector is not None:
-        from streams.report import render_html
+        from riskmon.streams.report import render_html
 
         Path(args.report).write_text(render_html(collector, summary, Path(args.events).name), encoding="utf-8")
         print(f"replay: report in {args.report}", file=sys.stderr)
@@ -120,20 +120,20 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _settings() -> "Settings":
-    from streams.settings import Settings
+    from riskmon.streams.settings import Settings
 
     return Settings()
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from streams.worker import run_worker
+    from riskmon.streams.worker import run_worker
 
     run_worker(_settings(), loglevel=args.loglevel)
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from streams.worker import run_all
+    from riskmon.streams.worker import run_all
 
     return run_all(_settings(), Path(args.events) if args.events else None, args.accounts, args.days, args.seed,
                    args.rate, args.idle, sys.stdout)
@@ -148,7 +148,7 @@ def _bootstrap(settings: "Settings") -> str:
 def _cmd_topics(args: argparse.Namespace) -> int:
     import asyncio
 
-    from streams.topics import create_topics
+    from riskmon.streams.topics import create_topics
 
     settings = _settings()
     bootstrap = _bootstrap(settings)
@@ -164,8 +164,8 @@ def _cmd_breaker(args: argparse.Namespace) -> int:
     import tempfile
     import time
 
-    from models.codec import decode, dumps, format_ts
-    from streams.produce import produce
+    from riskmon.models.codec import decode, dumps, format_ts
+    from riskmon.streams.produce import produce
 
     settings = _settings()
     bootstrap = _bootstrap(settings)
@@ -185,8 +185,8 @@ def _cmd_breaker(args: argparse.Namespace) -> int:
 def _cmd_produce(args: argparse.Namespace) -> int:
     import asyncio
 
-    from streams.produce import produce
-    from streams.topics import create_topics
+    from riskmon.streams.produce import produce
+    from riskmon.streams.topics import create_topics
 
     settings = _settings()
     bootstrap = _bootstrap(settings)
@@ -202,7 +202,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 def _cmd_tail(args: argparse.Namespace) -> int:
     import asyncio
 
-    from streams.tail import tail
+    from riskmon.streams.tail import tail
 
     settings = _settings()
     counts = asyncio.run(tail(settings, _bootstrap(settings), sys.stdout, as_json=args.json,
@@ -212,20 +212,20 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from streams.evaluate_uci import main_evaluate
+    from riskmon.streams.evaluate_uci import main_evaluate
 
     return main_evaluate(args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from streams.bench import run_bench
+    from riskmon.streams.bench import run_bench
 
     run_bench(args.accounts, args.days, args.seed, args.repeats, args.transport_events, args.latency_seconds)
     return 0
 
 
 def _cmd_soak(args: argparse.Namespace) -> int:
-    from streams.soak import main_soak
+    from riskmon.streams.soak import main_soak
 
     return main_soak(args.minutes, args.rate, args.accounts, args.every)
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from models.codec import decode_obj
-from models.dpd import DAY_MS
-from models.engine import Engine
-from models.policy import default_policy
-from models.quality import ks_statistic, roc_auc
-from models.uci import COHORTS, DEFAULT_COLUMN, MONTHS, client_events, cohort_of, load_rows
+from riskmon.models.codec import decode_obj
+from riskmon.models.dpd import DAY_MS
+from riskmon.models.engine import Engine
+from riskmon.models.policy import default_policy
+from riskmon.models.quality import ks_statistic, roc_auc
+from riskmon.models.uci import COHORTS, DEFAULT_COLUMN, MONTHS, client_events, cohort_of, load_rows
 
 from .replay import event_order
 

@@ -15,17 +15,29 @@ label value. Faust's own sensor metrics share the registry under
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from collections import Counter
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from models.breaker import GUARDABLE
-from models.state import STATUSES
+from riskmon.models.breaker import GUARDABLE
+from riskmon.models.state import STATUSES
 
-if TYPE_CHECKING:
-    from .processor import StreamProcessor
+
+class Stats(Protocol):
+    """What the metrics read from the processor at scrape time (streams.processor.StreamProcessor has it)."""
+
+    counts: Counter[str]
+    events: Counter[tuple[str, str]]
+    rejected: Counter[tuple[str, str]]
+    decisions: Counter[tuple[str, str]]
+    outcomes: Counter[tuple[str, str]]
+    outcome_scores: Counter[str]
+    shards: Mapping[int, Any]
+
+    def held(self) -> int: ...
 
 __all__ = ["Metrics", "LATENCY_BUCKETS", "SCORE_BUCKETS"]
 
@@ -55,12 +67,12 @@ class Metrics(Collector):
             "riskmon_score", "Probability of default given to an account at each event applied",
             buckets=SCORE_BUCKETS, registry=registry,
         )
-        self._proc: StreamProcessor | None = None
+        self._proc: Stats | None = None
         self._lag: LagSource | None = None
         self._owned: Callable[[], int] | None = None
         registry.register(self)
 
-    def watch(self, proc: StreamProcessor, lag: LagSource | None = None, owned: Callable[[], int] | None = None) -> None:
+    def watch(self, proc: Stats, lag: LagSource | None = None, owned: Callable[[], int] | None = None) -> None:
         """Export ``proc``'s counts; ``lag`` and ``owned`` come from the host, which knows the consumer."""
         self._proc, self._lag, self._owned = proc, lag, owned
 

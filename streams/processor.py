@@ -33,22 +33,19 @@ import pickle
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import orjson
 
-from models.codec import decode, dumps, format_ts
-from models.errors import RejectReason, Rejected
-from models.events import CATEGORY, CATEGORY_RANK, BreakerCommand, Event, PolicyUpdate
-from models.step import StepResult
-from models.monitor import Monitor
-from models.policy import Policy
-from models.state import AccountState
+from riskmon.models.codec import decode, dumps, format_ts
+from riskmon.models.errors import RejectReason, Rejected
+from riskmon.models.events import CATEGORY, CATEGORY_RANK, BreakerCommand, Event, PolicyUpdate
+from riskmon.models.step import StepResult
+from riskmon.models.monitor import Monitor
+from riskmon.models.policy import Policy
+from riskmon.models.state import AccountState
 
 from .replay import event_order
-
-if TYPE_CHECKING:
-    from .metrics import Metrics
 
 __all__ = ["Ports", "StreamProcessor", "Held", "Round", "OffsetSet", "SHARD_KEY_PREFIX", "QUALITY_KEY_PREFIX"]
 
@@ -67,6 +64,18 @@ class Ports(Protocol):
     """What the processor needs from its host (the Faust app, or a test)."""
 
     def get(self, key: bytes) -> bytes | None: ...
+
+
+class Histogram(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class HotMetrics(Protocol):
+    """The distributions observed on the hot path (streams.metrics.Metrics has them)."""
+
+    processing: Histogram
+    event_time_lag: Histogram
+    score: Histogram
 
 
 class OffsetSet:
@@ -191,7 +200,7 @@ class StreamProcessor:
         bad_dpd: int = 30,
         max_record_bytes: int = 16_384,
         on_decision: Callable[[dict[str, Any]], None] | None = None,
-        metrics: Metrics | None = None,
+        metrics: HotMetrics | None = None,
         lateness_s: float = 0.0,
         late: str = "apply",
         max_future_s: float | None = None,

@@ -9,10 +9,10 @@ from typing import IO
 
 from aiokafka import AIOKafkaProducer
 
-from models.codec import decode
-from models.errors import Rejected
-from models.events import CATEGORY
-from models.partitioning import partition_for
+from riskmon.models.codec import decode
+from riskmon.models.errors import Rejected
+from riskmon.models.events import CATEGORY
+from riskmon.models.partitioning import partition_for
 
 from .replay import event_order
 from .settings import Settings

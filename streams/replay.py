@@ -6,23 +6,27 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterable
+from typing import IO, Any, Iterable, Protocol
 
 import orjson
 
-from models.codec import DEFAULT_MAX_RECORD_BYTES, decode, dumps
-from models.engine import Engine
-from models.errors import Rejected
-from models.evaluation import EarlyWarningTracker, Evaluation
-from models.events import CATEGORY, CATEGORY_RANK, Event
-from models.policy import Policy
-from models.quality import roc_auc
-from models.state import SEVERITY
+from riskmon.models.codec import DEFAULT_MAX_RECORD_BYTES, decode, dumps
+from riskmon.models.engine import Engine
+from riskmon.models.errors import Rejected
+from riskmon.models.evaluation import EarlyWarningTracker, Evaluation
+from riskmon.models.events import CATEGORY, CATEGORY_RANK, Event
+from riskmon.models.policy import Policy
+from riskmon.models.quality import roc_auc
+from riskmon.models.state import SEVERITY
+from riskmon.models.step import StepResult
 
-if TYPE_CHECKING:
-    from .report import ReportCollector
+__all__ = ["Observer", "ReplaySummary", "event_order", "load_truth", "read_log", "replay"]
 
-__all__ = ["ReplaySummary", "event_order", "load_truth", "read_log", "replay"]
+
+class Observer(Protocol):
+    """Sees every result replay applies, at its event time (streams.report's collector is one)."""
+
+    def observe(self, ts: int, result: StepResult) -> None: ...
 
 
 @dataclass
@@ -95,11 +99,11 @@ def replay(
     progress: bool = False,
     checkpoint_every: int = 500,
     bad_dpd: int = 30,
-    collector: ReportCollector | None = None,
+    collector: Observer | None = None,
 ) -> ReplaySummary:
     """Run the log through the core; write decisions as JSON lines to ``out``.
 
-    ``collector`` (streams.report) gathers what the HTML report plots."""
+    ``collector`` sees every result (streams.report's collector gathers what the HTML report plots)."""
     summary = ReplaySummary()
     with open(events_path, "rb") as f:
         log = read_log(f, summary, report)

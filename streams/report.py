@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from models.decisions import ACTIONS
-from models.quality import roc_auc
-from models.state import STATUSES
+from riskmon.models.decisions import ACTIONS
+from riskmon.models.quality import roc_auc
+from riskmon.models.state import STATUSES
 
 if TYPE_CHECKING:
-    from models.step import StepResult
+    from riskmon.models.step import StepResult
 
     from .replay import ReplaySummary
 

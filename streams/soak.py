@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from models.codec import dumps
-from models.simulate import simulate
+from riskmon.models.codec import dumps
+from riskmon.models.simulate import simulate
 
 from .broker import EmbeddedBroker, free_port
 from .produce import produce

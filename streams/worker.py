@@ -53,7 +53,7 @@ def start_worker_process(settings: Settings, log: IO[bytes] | None = None, logle
     """`riskmon worker` as a child process with exactly ``settings`` (all of them, through its environment)."""
     env = dict(os.environ) | settings.to_env()
     # Its own session: a Ctrl-C at the terminal reaches `riskmon run`, which stops the worker in order.
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", loglevel], env=env,
+    return subprocess.Popen([sys.executable, "-m", "riskmon.streams.cli", "worker", "--loglevel", loglevel], env=env,
                             start_new_session=True, stdout=log or subprocess.DEVNULL,
                             stderr=subprocess.STDOUT if log else None)
 
@@ -71,7 +71,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None
 def run_all(settings: Settings, events: Path | None, accounts: int, days: int, seed: int, rate: float | None,
             idle_s: float | None, out: IO[str]) -> int:
     """The embedded default: broker (unless RISKMON_BROKER_URL is set), topics, worker, feed, tail."""
-    from models.simulate import simulate
+    from riskmon.models.simulate import simulate
 
     from .produce import produce
     from .tail import tail

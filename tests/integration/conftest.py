@@ -15,12 +15,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from models.codec import dumps
-from streams.broker import EmbeddedBroker, free_port
-from streams.replay import replay
-from streams.settings import Settings
-from streams.topics import create_topics
-from streams.worker import start_worker_process
+from riskmon.models.codec import dumps
+from riskmon.streams.broker import EmbeddedBroker, free_port
+from riskmon.streams.replay import replay
+from riskmon.streams.settings import Settings
+from riskmon.streams.topics import create_topics
+from riskmon.streams.worker import start_worker_process
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 _ids = itertools.count()

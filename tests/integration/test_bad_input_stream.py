@@ -13,10 +13,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.partitioning import partition_for
-from models.simulate import simulate
-from streams.broker import EmbeddedBroker
-from streams.produce import produce
+from riskmon.models.partitioning import partition_for
+from riskmon.models.simulate import simulate
+from riskmon.streams.broker import EmbeddedBroker
+from riskmon.streams.produce import produce
 
 from ..bad_input import CASES
 from .conftest import Cluster, diff, replay_decisions, write_log

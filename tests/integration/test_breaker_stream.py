@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from models.simulate import simulate
-from streams.broker import EmbeddedBroker
-from streams.produce import produce
+from riskmon.models.simulate import simulate
+from riskmon.streams.broker import EmbeddedBroker
+from riskmon.streams.produce import produce
 
 from .conftest import Cluster, diff, replay_decisions, write_log
 
@@ -40,7 +40,7 @@ def test_a_bad_push_is_held_by_the_worker_and_released_from_the_command_line(bro
         command = {"type": "breaker_command", "event_id": "cmd-release-1", "ts": "2025-06-01T00:00:00Z",
                    "command": "release", "action": "closure", "note": "reviewed: the push was intended"}
         env = dict(os.environ) | cluster.settings.to_env()
-        out = subprocess.run([sys.executable, "-m", "streams.cli", "breaker", "release", "--action", "closure",
+        out = subprocess.run([sys.executable, "-m", "riskmon.streams.cli", "breaker", "release", "--action", "closure",
                               "--at", command["ts"], "--event-id", command["event_id"], "--note", command["note"]],
                              env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr

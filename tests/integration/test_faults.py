@@ -21,9 +21,9 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from models.simulate import simulate
-from streams.broker import EmbeddedBroker, free_port
-from streams.produce import produce
+from riskmon.models.simulate import simulate
+from riskmon.streams.broker import EmbeddedBroker, free_port
+from riskmon.streams.produce import produce
 
 from .conftest import Cluster, account, replay_decisions, write_log
 
@@ -106,14 +106,14 @@ def test_broker_stalls_for_8_seconds_a_slow_downstream(broker: EmbeddedBroker, t
 
 POISON_WORKER = """
 import sys
-import models.monitor as monitor
+import riskmon.models.monitor as monitor
 real = monitor.step
 def step(state, event, ctx):
     if event.event_id == sys.argv[1]:
         raise RuntimeError("poisoned: the core breaks on this record")
     return real(state, event, ctx)
 monitor.step = step
-from streams.cli import main
+from riskmon.streams.cli import main
 sys.exit(main(["worker", "--loglevel", "info"]))
 """
 

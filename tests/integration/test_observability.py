@@ -19,9 +19,9 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from models.simulate import simulate
-from streams.broker import EmbeddedBroker, free_port
-from streams.produce import produce
+from riskmon.models.simulate import simulate
+from riskmon.streams.broker import EmbeddedBroker, free_port
+from riskmon.streams.produce import produce
 
 from .conftest import ROOT, Cluster, replay_decisions, write_log
 

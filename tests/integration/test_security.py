@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from streams.broker import EmbeddedBroker
+from riskmon.streams.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +17,7 @@ SECRET = "hunter2-s3cret-do-not-print"
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RISKMON_")}
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=clean | env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "riskmon.streams.cli", *args], env=clean | env, capture_output=True,
                           text=True, timeout=120)
 
 

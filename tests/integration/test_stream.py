@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from models.simulate import simulate
-from streams.produce import produce
+from riskmon.models.simulate import simulate
+from riskmon.streams.produce import produce
 
 from .conftest import Cluster, account, diff, replay_decisions, write_log
 

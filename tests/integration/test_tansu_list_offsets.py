@@ -9,8 +9,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.broker import EmbeddedBroker
-from streams.tansu_list_offsets import true_end_offsets
+from riskmon.streams.broker import EmbeddedBroker
+from riskmon.streams.tansu_list_offsets import true_end_offsets
 
 from .conftest import ROOT
 

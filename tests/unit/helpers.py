@@ -5,13 +5,13 @@ from typing import Any
 
 import orjson
 
-from models.codec import decode, format_ts
-from models.dpd import DAY_MS
-from models.events import Event
-from models.policy import Policy, default_policy
-from models.risk_model import RiskModel
-from models.state import AccountState
-from models.step import Context, StepResult, step
+from riskmon.models.codec import decode, format_ts
+from riskmon.models.dpd import DAY_MS
+from riskmon.models.events import Event
+from riskmon.models.policy import Policy, default_policy
+from riskmon.models.risk_model import RiskModel
+from riskmon.models.state import AccountState
+from riskmon.models.step import Context, StepResult, step
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 HOUR_MS = 3_600_000

@@ -8,9 +8,9 @@ import pytest
 from aiokafka.partitioner import murmur2 as kafka_murmur2
 from pydantic import ValidationError
 
-from models.partitioning import murmur2, partition_for
-from streams.cli import main
-from streams.settings import Settings
+from riskmon.models.partitioning import murmur2, partition_for
+from riskmon.streams.cli import main
+from riskmon.streams.settings import Settings
 
 
 def test_replay_partitions_accounts_as_kafkas_default_partitioner() -> None:
@@ -90,8 +90,8 @@ def test_a_round_is_acked_only_once_the_broker_has_its_snapshot() -> None:
 
     from faust.streams import current_event
 
-    from streams.app import FaustPorts
-    from streams.processor import Round
+    from riskmon.streams.app import FaustPorts
+    from riskmon.streams.processor import Round
 
     class Anchor:  # a record of the round's partition
         pass
@@ -185,7 +185,7 @@ def test_a_delivery_skips_faust_s_four_tasks_only_when_it_cannot_wait(tmp_path) 
 
     import faust
 
-    from streams.faust_drain import _can_block
+    from riskmon.streams.faust_drain import _can_block
 
     app = faust.App("riskmon-drain-test", broker="kafka://127.0.0.1:1", datadir=str(tmp_path), stream_buffer_maxsize=3)
     topic = app.topic("t", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -212,7 +212,7 @@ def test_the_agent_takes_what_waits_and_drops_records_fetched_before_a_rebalance
 
     import faust
 
-    from streams.app import _batches
+    from riskmon.streams.app import _batches
 
     app = faust.App("riskmon-batch-test", broker="kafka://127.0.0.1:1", datadir=str(tmp_path))
     topic = app.topic("t", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -254,7 +254,7 @@ def test_the_worker_logs_at_its_level_not_at_debug() -> None:
 
     import faust
 
-    from streams.worker import faust_worker
+    from riskmon.streams.worker import faust_worker
 
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)

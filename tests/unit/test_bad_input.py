@@ -4,10 +4,10 @@ from __future__ import annotations
 import io
 import pathlib
 
-from models.codec import dumps
-from models.partitioning import partition_for
-from models.simulate import simulate
-from streams.replay import replay
+from riskmon.models.codec import dumps
+from riskmon.models.partitioning import partition_for
+from riskmon.models.simulate import simulate
+from riskmon.streams.replay import replay
 
 from ..bad_input import CASES
 from .test_processor import run_stream

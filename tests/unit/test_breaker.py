@@ -10,12 +10,12 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
-from models.breaker import Breaker
-from models.codec import dumps, parse_ts
-from models.policy import default_policy
-from models.simulate import simulate
-from streams.metrics import Metrics
-from streams.replay import replay
+from riskmon.models.breaker import Breaker
+from riskmon.models.codec import dumps, parse_ts
+from riskmon.models.policy import default_policy
+from riskmon.models.simulate import simulate
+from riskmon.streams.metrics import Metrics
+from riskmon.streams.replay import replay
 
 from .test_metrics import samples, total
 from .test_processor import P, run_stream

@@ -8,11 +8,11 @@ import jsonschema
 import orjson
 import pytest
 
-from models.codec import decode, dumps
-from models.errors import RejectReason, Rejected
-from models.events import EVENT_TYPES
-from models.simulate import simulate
-from models.step import step
+from riskmon.models.codec import decode, dumps
+from riskmon.models.errors import RejectReason, Rejected
+from riskmon.models.events import EVENT_TYPES
+from riskmon.models.simulate import simulate
+from riskmon.models.step import step
 
 from .helpers import Account, T0, ev
 
@@ -94,7 +94,7 @@ def test_core_rejections() -> None:
 
 
 def test_bad_policy_update_is_rejected() -> None:
-    from models.monitor import Monitor
+    from riskmon.models.monitor import Monitor
     m = Monitor()
     for thresholds in ({"score.nonsense": 1}, {"score.watch": "high"}, {"score.watch": 0.99}):
         with pytest.raises(Rejected) as info:

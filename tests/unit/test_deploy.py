@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from streams.settings import Settings
+from riskmon.streams.settings import Settings
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"

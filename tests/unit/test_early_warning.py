@@ -1,9 +1,9 @@
 """Every trigger of the default policy, escalation, hysteresis, clear and reopen."""
 from __future__ import annotations
 
-from models.early_warning import fired_rules
-from models.monitor import Monitor
-from models.policy import default_policy
+from riskmon.models.early_warning import fired_rules
+from riskmon.models.monitor import Monitor
+from riskmon.models.policy import default_policy
 
 from .helpers import Account, at, ev
 

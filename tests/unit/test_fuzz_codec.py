@@ -5,10 +5,10 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.codec import decode
-from models.errors import Rejected
-from models.events import EVENT_TYPES
-from models.monitor import Monitor
+from riskmon.models.codec import decode
+from riskmon.models.errors import Rejected
+from riskmon.models.events import EVENT_TYPES
+from riskmon.models.monitor import Monitor
 
 GOOD = {
     "drawdown": {"amount": 10.5, "currency": "CNY", "channel": "app"},

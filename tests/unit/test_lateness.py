@@ -7,10 +7,10 @@ import random
 
 import orjson
 
-from models.codec import dumps, parse_ts
-from models.events import CATEGORY
-from models.simulate import simulate
-from streams.replay import replay
+from riskmon.models.codec import dumps, parse_ts
+from riskmon.models.events import CATEGORY
+from riskmon.models.simulate import simulate
+from riskmon.streams.replay import replay
 
 from .test_processor import P, run_stream
 
@@ -70,7 +70,7 @@ def test_later_than_the_lateness_can_be_dead_lettered_instead(tmp_path: pathlib.
 
 
 def test_a_topic_that_falls_far_behind_cannot_make_its_partition_hold_unbounded_memory() -> None:
-    from streams.processor import StreamProcessor
+    from riskmon.streams.processor import StreamProcessor
 
     from .test_processor import MemoryPorts
 

@@ -7,10 +7,10 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.events import CATEGORY
-from models.simulate import simulate
-from streams.metrics import Metrics
-from streams.processor import SHARD_KEY_PREFIX, StreamProcessor
+from riskmon.models.events import CATEGORY
+from riskmon.models.simulate import simulate
+from riskmon.streams.metrics import Metrics
+from riskmon.streams.processor import SHARD_KEY_PREFIX, StreamProcessor
 
 from .test_processor import P, run_stream
 

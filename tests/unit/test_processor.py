@@ -9,12 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from models.codec import dumps
-from models.events import CATEGORY
-from models.partitioning import partition_for
-from models.simulate import simulate
-from streams.processor import Round, StreamProcessor
-from streams.replay import replay
+from riskmon.models.codec import dumps
+from riskmon.models.events import CATEGORY
+from riskmon.models.partitioning import partition_for
+from riskmon.models.simulate import simulate
+from riskmon.streams.processor import Round, StreamProcessor
+from riskmon.streams.replay import replay
 
 P = 4
 
@@ -186,7 +186,7 @@ def test_a_burst_of_new_accounts_is_split_into_records_kafka_accepts() -> None:
 
 
 def test_a_record_that_breaks_the_codec_is_dead_lettered_and_the_partition_goes_on(monkeypatch) -> None:
-    import streams.processor as sp
+    import riskmon.streams.processor as sp
 
     def broken(raw: bytes, max_bytes: int) -> object:
         if raw == b"poison":

@@ -9,9 +9,9 @@ import jsonschema
 import orjson
 import pytest
 
-from models.decisions import POLICY_ACTIONS
-from streams.cli import main
-from streams.replay import load_truth, replay
+from riskmon.models.decisions import POLICY_ACTIONS
+from riskmon.streams.cli import main
+from riskmon.streams.replay import load_truth, replay
 
 SCHEMA = json.loads((pathlib.Path(__file__).resolve().parents[2] / "models/schemas/decision.json").read_text())
 

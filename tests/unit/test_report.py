@@ -6,11 +6,11 @@ import pathlib
 import re
 from html.parser import HTMLParser
 
-from models.codec import dumps
-from models.simulate import simulate
-from streams.cli import main
-from streams.replay import replay
-from streams.report import ReportCollector, render_html
+from riskmon.models.codec import dumps
+from riskmon.models.simulate import simulate
+from riskmon.streams.cli import main
+from riskmon.streams.replay import replay
+from riskmon.streams.report import ReportCollector, render_html
 
 
 class Tags(HTMLParser):

@@ -7,12 +7,12 @@ import orjson
 import pytest
 from river import checks
 
-from models.codec import dumps
-from models.features import FEATURE_NAMES
-from models.monitor import Monitor
-from models.risk_model import RiskModel, dumps_model, loads_model
-from models.simulate import simulate
-from models.codec import decode
+from riskmon.models.codec import dumps
+from riskmon.models.features import FEATURE_NAMES
+from riskmon.models.monitor import Monitor
+from riskmon.models.risk_model import RiskModel, dumps_model, loads_model
+from riskmon.models.simulate import simulate
+from riskmon.models.codec import decode
 
 from .helpers import Account, at, ev
 

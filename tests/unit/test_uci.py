@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from models.codec import decode, dumps
-from models.uci import DEFAULT_COLUMN, MONTHS, client_events, load_rows
+from riskmon.models.codec import decode, dumps
+from riskmon.models.uci import DEFAULT_COLUMN, MONTHS, client_events, load_rows
 
 DATA = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "uci-credit-default" / "default_of_credit_card_clients.csv"
 pytestmark = pytest.mark.skipif(not DATA.is_file(), reason=f"UCI data not at {DATA}")
@@ -88,7 +88,7 @@ def test_every_client_becomes_valid_events(rows: list[dict[str, int]]) -> None:
 
 
 def test_evaluation_runs_and_prints_its_table(rows: list[dict[str, int]], tmp_path: pathlib.Path) -> None:
-    from streams.evaluate_uci import evaluate_uci, format_result
+    from riskmon.streams.evaluate_uci import evaluate_uci, format_result
 
     small = tmp_path / "uci.csv"
     with open(small, "w", newline="") as f:
