@@ -32,11 +32,9 @@ from typing import Any
 
 from .decisions import Reason
 from .policy import Policy
+from .units import HOUR_MS
 
-__all__ = ["Breaker", "GUARDABLE", "HOUR_MS"]
-
-HOUR_MS = 3_600_000
-GUARDABLE = ("closure", "limit_reduction")
+__all__ = ["Breaker"]
 
 
 class Breaker:
@@ -54,18 +52,18 @@ class Breaker:
             self.since = ts
 
     def guards(self, policy: Policy, action: str) -> bool:
-        return action in GUARDABLE and policy.thresholds[f"breaker.{action}"] >= 1
+        return policy.breaker.guards(action)
 
     def admit(self, policy: Policy, action: str, ts: int, open_accounts: int) -> Reason | None:
         """Count one ``action`` the policy calls for at ``ts``; a reason to hold it, or None to let it through."""
         if not self.guards(policy, action):
             return None
-        t = policy.thresholds
+        t = policy.breaker
         hour = ts // HOUR_MS
         counts = self.hours.setdefault(action, {})
         counts[hour] = counts.get(hour, 0) + 1
-        window = max(1, int(t["breaker.window_hours"]))
-        horizon = hour - window - int(t["breaker.baseline_days"] * 24)
+        window = max(1, int(t.window_hours))
+        horizon = hour - window - int(t.baseline_days * 24)
         for h in [h for h in counts if h <= horizon]:
             del counts[h]
         if action in self.tripped:
@@ -76,12 +74,12 @@ class Breaker:
         released = self.accepted.get(action)
         if released is not None and released[0] // HOUR_MS > horizon:
             baseline = max(baseline, released[1])
-        warm = self.since is not None and ts - self.since >= t["breaker.baseline_days"] * 24 * HOUR_MS
-        by_baseline = warm and now > t["breaker.multiple"] * baseline
-        by_share = now > t["breaker.max_share"] * max(open_accounts, 0)
-        if now >= t["breaker.min_count"] and (by_baseline or by_share):
-            why = (f"{now} {action}s in {window} h against a busiest {window} h of {baseline} in the {t['breaker.baseline_days']:g} days before"
-                   if by_baseline else f"{now} {action}s in {window} h, over {t['breaker.max_share']:.0%} of {open_accounts} open accounts")
+        warm = self.since is not None and ts - self.since >= t.baseline_days * 24 * HOUR_MS
+        by_baseline = warm and now > t.multiple * baseline
+        by_share = now > t.max_share * max(open_accounts, 0)
+        if now >= t.min_count and (by_baseline or by_share):
+            why = (f"{now} {action}s in {window} h against a busiest {window} h of {baseline} in the {t.baseline_days:g} days before"
+                   if by_baseline else f"{now} {action}s in {window} h, over {t.max_share:.0%} of {open_accounts} open accounts")
             self.tripped[action] = (ts, why)
             return Reason("BREAKER_HELD", f"{action} held for review: the breaker tripped ({why})", 5)
         return None
@@ -89,7 +87,7 @@ class Breaker:
     def reset(self, action: str, ts: int, policy: Policy, release: bool) -> None:
         """Re-arm after a release (the wave becomes the accepted level) or a drop (the wave is forgotten)."""
         self.tripped.pop(action, None)
-        window = max(1, int(policy.thresholds["breaker.window_hours"]))
+        window = max(1, int(policy.breaker.window_hours))
         hour = ts // HOUR_MS
         counts = self.hours.get(action, {})
         recent = [h for h in counts if hour - window < h <= hour]

@@ -23,6 +23,8 @@ from typing import Any, Callable
 import orjson
 
 from .errors import RejectReason, Rejected
+from .units import DAY_MS
+from .vocabulary import GUARDABLE
 from .events import (
     CONTROL_TYPES,
     CURRENCIES,
@@ -90,7 +92,7 @@ def _parse_date_end(value: Any, name: str) -> int:
     """A calendar date (UTC) -> the first millisecond after it: paid before this is on time."""
     if not isinstance(value, str) or len(value) != 10:
         raise Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be a date YYYY-MM-DD")
-    return parse_ts(value + "T00:00:00+00:00", name) + 86_400_000
+    return parse_ts(value + "T00:00:00+00:00", name) + DAY_MS
 
 
 def _req(obj: dict[str, Any], name: str) -> Any:
@@ -208,8 +210,8 @@ def _breaker_command(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> 
     command, action = _req(o, "command"), _req(o, "action")
     if command not in ("release", "drop"):
         raise Rejected(RejectReason.WRONG_TYPE, "field 'command' must be 'release' or 'drop'")
-    if action not in ("closure", "limit_reduction"):
-        raise Rejected(RejectReason.WRONG_TYPE, "field 'action' must be 'closure' or 'limit_reduction'")
+    if action not in GUARDABLE:
+        raise Rejected(RejectReason.WRONG_TYPE, f"field 'action' must be {' or '.join(repr(a) for a in GUARDABLE)}")
     return BreakerCommand(t, eid, ts, command, action, _text(o, "note", ""))
 
 

@@ -7,13 +7,9 @@ from typing import Any
 
 from .codec import format_ts
 
-__all__ = ["DECISION_SCHEMA_VERSION", "ACTIONS", "POLICY_ACTIONS", "BREAKER_ACTIONS", "Reason", "Decision", "decision_id"]
+__all__ = ["DECISION_SCHEMA_VERSION", "Reason", "Decision", "decision_id"]
 
 DECISION_SCHEMA_VERSION = 1
-POLICY_ACTIONS = ("warning", "limit_reduction", "freeze", "closure", "reopen", "clear")
-# A tripped mass-action breaker holds a move for review, then a release gives the real action or a drop this.
-BREAKER_ACTIONS = ("held", "hold_dropped")
-ACTIONS = POLICY_ACTIONS + BREAKER_ACTIONS
 
 
 @dataclass(frozen=True, slots=True)

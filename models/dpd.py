@@ -1,9 +1,10 @@
 """Days past due and the buckets risk teams report them in."""
 from __future__ import annotations
 
-__all__ = ["DAY_MS", "BUCKETS", "bucket", "days_between"]
+from .units import DAY_MS
 
-DAY_MS = 86_400_000
+__all__ = ["BUCKETS", "bucket", "days_between"]
+
 BUCKETS = ("current", "1-30", "31-60", "61-90", "90+")
 
 

@@ -9,15 +9,16 @@ account has settled enough instalments on time since the last escalation.
 from __future__ import annotations
 
 from .decisions import Reason
-from .dpd import DAY_MS, bucket
+from .dpd import bucket
 from .features import FEATURE_NAMES, FEATURE_TEXT
 from .policy import Policy
-from .state import SEVERITY, STATUSES, AccountState
+from .state import AccountState
+from .units import DAY_MS
 from .velocity import INDEX
+from .vocabulary import SEVERITY, STATES, STATUSES
 
-__all__ = ["ESCALATION_ACTIONS", "fired_rules", "next_state", "action_for", "score_drivers"]
+__all__ = ["fired_rules", "next_state", "score_drivers"]
 
-ESCALATION_ACTIONS = {1: "warning", 2: "limit_reduction", 3: "freeze", 4: "closure"}
 _DPD_CODE = {"1-30": "DPD_1_30", "31-60": "DPD_31_60", "61-90": "DPD_61_90", "90+": "DPD_90_PLUS"}
 _I_DD1, _I_DD24 = INDEX["drawdowns_1h"], INDEX["drawdowns_24h"]
 _I_LR24, _I_LATE = INDEX["limit_requests_24h"], INDEX["late_180d"]
@@ -26,42 +27,43 @@ _I_DUE, _I_PAID = INDEX["due_90d"], INDEX["paid_90d"]
 
 def fired_rules(p: Policy, s: AccountState, score: float, model_ready: bool, leaving: bool) -> list[Reason]:
     """Every rule that fires on ``s``; with ``leaving`` the exit levels apply."""
-    t = p.thresholds
+    d, sc, vr, b = p.dpd, p.score, p.velocity, p.behaviour
     out: list[Reason] = []
     dpd = s["dpd"]
-    if dpd >= t["dpd.watch"]:
-        sev = 4 if dpd >= t["dpd.close"] else 3 if dpd >= t["dpd.freeze"] else 2 if dpd >= t["dpd.limit"] else 1
+    if dpd >= d.watch:
+        sev = 4 if dpd >= d.close else 3 if dpd >= d.freeze else 2 if dpd >= d.limit else 1
         out.append(Reason(_DPD_CODE[bucket(dpd)], f"{dpd} days past due ({bucket(dpd)} bucket)", sev))
     if model_ready:
-        sfx = "_exit" if leaving else ""
-        if score >= t["score.close"] and dpd >= t["score.close_min_dpd"]:
-            out.append(Reason("SCORE_CLOSE", f"risk score {score:.2f} >= {t['score.close']:.2f} with {dpd} days past due", 4))
+        if score >= sc.close and dpd >= sc.close_min_dpd:
+            out.append(Reason("SCORE_CLOSE", f"risk score {score:.2f} >= {sc.close:.2f} with {dpd} days past due", 4))
         else:
-            for sev, level in ((3, "freeze"), (2, "limit"), (1, "watch")):
-                bar = t[f"score.{level}{sfx}"]
+            levels = ((3, "FREEZE", sc.freeze_exit if leaving else sc.freeze),
+                      (2, "LIMIT", sc.limit_exit if leaving else sc.limit),
+                      (1, "WATCH", sc.watch_exit if leaving else sc.watch))
+            for sev, level, bar in levels:
                 if score >= bar:
-                    out.append(Reason(f"SCORE_{level.upper()}", f"risk score {score:.2f} >= {bar:.2f}", sev))
+                    out.append(Reason(f"SCORE_{level}", f"risk score {score:.2f} >= {bar:.2f}", sev))
                     break
-    f = t["velocity.exit_factor"] if leaving else 1.0
+    f = vr.exit_factor if leaving else 1.0
     v = s["v"]
     limit = max(s["limit"], 1)
     util = s["bal"] / limit
-    if v[_I_DD24] >= t["velocity.bust_out_drawdowns_24h"] * f and util >= t["velocity.bust_out_utilisation"]:
+    if v[_I_DD24] >= vr.bust_out_drawdowns_24h * f and util >= vr.bust_out_utilisation:
         out.append(Reason("BUST_OUT", f"{v[_I_DD24]:.1f} drawdowns in a day with utilisation at {util:.0%}", 3))
-    if v[_I_DD1] >= t["velocity.drawdowns_1h_watch"] * f:
+    if v[_I_DD1] >= vr.drawdowns_1h_watch * f:
         out.append(Reason("DRAWDOWN_VELOCITY_1H", f"{v[_I_DD1]:.1f} drawdowns in the last hour", 1))
-    elif v[_I_DD24] >= t["velocity.drawdowns_24h_watch"] * f:
+    elif v[_I_DD24] >= vr.drawdowns_24h_watch * f:
         out.append(Reason("DRAWDOWN_VELOCITY_24H", f"{v[_I_DD24]:.1f} drawdowns in the last day", 1))
-    if v[_I_LR24] >= t["velocity.limit_requests_24h_watch"] * f:
+    if v[_I_LR24] >= vr.limit_requests_24h_watch * f:
         out.append(Reason("LIMIT_REQUEST_VELOCITY", f"{v[_I_LR24]:.1f} limit requests in the last day", 1))
-    if util >= t["utilisation.watch_exit" if leaving else "utilisation.watch"]:
+    if util >= (p.utilisation.watch_exit if leaving else p.utilisation.watch):
         out.append(Reason("HIGH_UTILISATION", f"utilisation at {util:.0%} of the limit", 1))
-    if v[_I_LATE] >= t["behaviour.late_180d_watch"]:
+    if v[_I_LATE] >= b.late_180d_watch:
         out.append(Reason("REPEATED_LATE", f"{v[_I_LATE]:.1f} late or missed instalments (180-day decayed)", 1))
     due = v[_I_DUE]
     if due > 100:
         ratio = v[_I_PAID] / due
-        if ratio < t["behaviour.payment_to_due_exit" if leaving else "behaviour.payment_to_due_watch"]:
+        if ratio < (b.payment_to_due_exit if leaving else b.payment_to_due_watch):
             out.append(Reason("LOW_PAYMENT_RATIO", f"paid {ratio:.0%} of what fell due (90-day decayed)", 1))
     out.sort(key=lambda r: -r.severity)
     return out
@@ -82,10 +84,10 @@ def next_state(
     floor = staying[0].severity if staying else 0
     if floor >= cur or s["dpd"] > 0:
         return None
-    t = p.thresholds
-    severe = cur >= SEVERITY["frozen"]
-    cooldown = t["recovery.reopen_cooldown_days" if severe else "recovery.clear_cooldown_days"]
-    needed = t["recovery.reopen_good_payments" if severe else "recovery.clear_good_payments"]
+    r = p.recovery
+    severe = STATES[cur].leave == "reopen"  # the longer cool-down and more good payments of a reopening
+    cooldown = r.reopen_cooldown_days if severe else r.clear_cooldown_days
+    needed = r.reopen_good_payments if severe else r.clear_good_payments
     days = (s["ts"] - s["since"]) / DAY_MS
     if days < cooldown or s["good"] < needed:
         return None
@@ -96,17 +98,6 @@ def next_state(
     )
     return STATUSES[floor], [why, *staying]
 
-
-def action_for(previous: str, new: str) -> str:
-    """The decision's action for a move between states.
-
-    >>> action_for("normal", "frozen"), action_for("closed", "watch"), action_for("watch", "normal")
-    ('freeze', 'reopen', 'clear')
-    """
-    a, b = SEVERITY[previous], SEVERITY[new]
-    if b > a:
-        return ESCALATION_ACTIONS[b]
-    return "reopen" if a >= SEVERITY["frozen"] else "clear"
 
 
 def score_drivers(contributions: dict[str, float], top: int = 3, floor: float = 0.1) -> list[Reason]:

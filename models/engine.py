@@ -6,7 +6,7 @@ every partition, for the same reason).
 """
 from __future__ import annotations
 
-from .events import BreakerCommand, Event, PolicyUpdate
+from .events import Event, is_broadcast
 from .monitor import Monitor
 from .partitioning import partition_for
 from .policy import Policy
@@ -19,7 +19,7 @@ __all__ = ["Engine"]
 class Engine:
     """Routes events to per-partition :class:`Monitor` shards and keeps account states.
 
-    Raises :class:`models.errors.Rejected` for events the core refuses; the
+    Raises :class:`riskmon.models.errors.Rejected` for events the core refuses; the
     caller reports them and goes on.
     """
 
@@ -32,26 +32,17 @@ class Engine:
         self._partition: dict[str, int] = {}  # murmur2 in Python costs 3 us; an account's never changes
 
     def process(self, event: Event) -> list[StepResult]:
-        """Apply one event: one result for an account event, none for a policy update, one per
-        account with a held move for a breaker command."""
-        if isinstance(event, PolicyUpdate):
-            for m in self.monitors:
-                m.control(event)
-            return []
-        if isinstance(event, BreakerCommand):
-            results = []
-            for m in self.monitors:
-                for aid in m.command(event):
-                    r = m.resolve(self.states[aid], event)
-                    self.states[aid] = r.state
-                    results.append(r)
-            return results
-        p = self._partition.get(event.account_id)
-        if p is None:
-            p = self._partition[event.account_id] = partition_for(event.account_id, self.partitions)
-        monitor = self.monitors[p]
-        result = monitor.apply(self.states.get(event.account_id), event)
-        self.states[event.account_id] = result.state
-        if monitor.checkpoint_due:
-            monitor.checkpoint()
-        return [result]
+        """Apply one event in the shard that owns its account, or in every shard (control events)."""
+        if is_broadcast(event):
+            shards = self.monitors
+        else:
+            p = self._partition.get(event.account_id)
+            if p is None:
+                p = self._partition[event.account_id] = partition_for(event.account_id, self.partitions)
+            shards = [self.monitors[p]]
+        out = []
+        for monitor in shards:
+            for result in monitor.process(event, self.states):
+                self.states[result.state["id"]] = result.state
+                out.append(result)
+        return out

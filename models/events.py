@@ -28,6 +28,8 @@ __all__ = [
     "AccountEvent",
     "CATEGORY",
     "CATEGORY_RANK",
+    "event_order",
+    "is_broadcast",
 ]
 
 TRANSACTION_TYPES = ("drawdown", "purchase", "refund", "limit_request")
@@ -46,6 +48,16 @@ CATEGORY = {
     **{t: "repayments" for t in REPAYMENT_TYPES},
 }
 CATEGORY_RANK = {"control": 0, "lifecycle": 1, "transactions": 2, "repayments": 3}
+
+
+def event_order(ts: int, type_: str, seq: int) -> tuple[int, int, int]:
+    """The order events apply in, in replay and in every partition of the stream: event time,
+    then category, then position in the log (``seq``: a line number, or an offset).
+
+    >>> event_order(5, "payment", 1) > event_order(5, "policy_update", 9) > event_order(4, "payment", 0)
+    True
+    """
+    return (ts, CATEGORY_RANK[CATEGORY[type_]], seq)
 
 # ISO 4217 codes the platform books lines in. Amounts are kept in hundredths of
 # the unit whatever the currency, so that one integer rule serves every book.
@@ -160,3 +172,8 @@ class BreakerCommand:
 AccountEvent = Union[Transaction, InstalmentDue, Payment, DpdReport, AccountOpened, LimitChanged]
 ControlEvent = Union[PolicyUpdate, BreakerCommand]
 Event = Union[AccountEvent, ControlEvent]
+
+
+def is_broadcast(event: Event) -> bool:
+    """A control event: it applies in every shard (partition), not in the one that owns an account."""
+    return isinstance(event, (PolicyUpdate, BreakerCommand))

@@ -8,36 +8,13 @@ from __future__ import annotations
 
 import math
 
-from .dpd import DAY_MS
-from .state import AccountState
+from .state import I_AMOUNT, I_DUE_TS, I_PAID, AccountState
+from .units import MONTH_MS
 from .velocity import INDEX
 
 __all__ = ["FEATURE_NAMES", "FEATURE_TEXT", "features", "rounded"]
 
-FEATURE_NAMES = (
-    "utilisation",
-    "dpd_months",
-    "max_dpd_months",
-    "in_arrears",
-    "arrears_over_30",
-    "late_payments",
-    "missed_instalments",
-    "partial_payments",
-    "on_time_payments",
-    "on_time_streak",
-    "payment_to_due",
-    "months_since_on_time",
-    "drawdowns_1h",
-    "drawdowns_24h",
-    "drawdowns_30d",
-    "limit_requests_24h",
-    "limit_requests_30d",
-    "drawdown_amount_to_limit",
-    "unpaid_due_to_limit",
-    "account_age_months",
-    "repaid_share_30d",
-)
-
+# Every feature, named once, with how a reason code says it: the order is the vector's layout.
 FEATURE_TEXT = {
     "utilisation": "utilisation of the limit",
     "dpd_months": "days past due",
@@ -61,49 +38,55 @@ FEATURE_TEXT = {
     "account_age_months": "a young account",
     "repaid_share_30d": "little of the balance repaid this month",
 }
+FEATURE_NAMES = tuple(FEATURE_TEXT)
 
 _I_DD1, _I_DD24, _I_DD30 = INDEX["drawdowns_1h"], INDEX["drawdowns_24h"], INDEX["drawdowns_30d"]
 _I_LR24, _I_LR30 = INDEX["limit_requests_24h"], INDEX["limit_requests_30d"]
 _I_AMT, _I_DUE, _I_PAID = INDEX["drawdown_amount_30d"], INDEX["due_90d"], INDEX["paid_90d"]
 _I_PAID30 = INDEX["paid_30d"]
-_MONTH = 30 * DAY_MS
+_MONTH = MONTH_MS
 
 
-def features(s: AccountState) -> list[float]:
-    """The feature vector of ``s`` at its own clock, in :data:`FEATURE_NAMES` order."""
+def features(s: AccountState) -> dict[str, float]:
+    """The features of ``s`` at its own clock, by name, in :data:`FEATURE_NAMES` order (a test holds them to it).
+
+    >>> from riskmon.models.state import new_state
+    >>> x = features(new_state("a1", "CNY", 0, 500_000))
+    >>> tuple(x) == FEATURE_NAMES, x["utilisation"], x["payment_to_due"]
+    (True, 0.0, 1.0)
+    """
     limit = max(s["limit"], 1)
     v = s["v"]
     now = s["ts"]
     unpaid = 0
     for inst in s["inst"]:
-        if inst[1] <= now:
-            unpaid += inst[2] - inst[3]
+        if inst[I_DUE_TS] <= now:
+            unpaid += inst[I_AMOUNT] - inst[I_PAID]
     due = v[_I_DUE]
-    x = (
-        min(s["bal"] / limit, 2.0),
-        min(s["dpd"] / 30, 6.0),
-        min(s["max_dpd"] / 30, 6.0),
-        1.0 if s["dpd"] > 0 else 0.0,
-        1.0 if s["dpd"] > 30 else 0.0,
-        math.log1p(s["late"]),
-        math.log1p(s["missed"]),
-        math.log1p(s["partial"]),
-        math.log1p(s["on_time"]),
-        min(s["streak"], 12) / 12,
-        min(v[_I_PAID] / due, 2.0) if due > 1.0 else 1.0,
-        min((now - s["last_ok"]) / _MONTH, 12.0),
-        math.log1p(v[_I_DD1]),
-        math.log1p(v[_I_DD24]),
-        math.log1p(v[_I_DD30]),
-        math.log1p(v[_I_LR24]),
-        math.log1p(v[_I_LR30]),
-        min(v[_I_AMT] / limit, 5.0),
-        min(unpaid / limit, 2.0),
-        min((now - s["opened"]) / _MONTH, 24.0),
+    return {
+        "utilisation": min(s["bal"] / limit, 2.0),
+        "dpd_months": min(s["dpd"] / 30, 6.0),
+        "max_dpd_months": min(s["max_dpd"] / 30, 6.0),
+        "in_arrears": 1.0 if s["dpd"] > 0 else 0.0,
+        "arrears_over_30": 1.0 if s["dpd"] > 30 else 0.0,
+        "late_payments": math.log1p(s["late"]),
+        "missed_instalments": math.log1p(s["missed"]),
+        "partial_payments": math.log1p(s["partial"]),
+        "on_time_payments": math.log1p(s["on_time"]),
+        "on_time_streak": min(s["streak"], 12) / 12,
+        "payment_to_due": min(v[_I_PAID] / due, 2.0) if due > 1.0 else 1.0,
+        "months_since_on_time": min((now - s["last_ok"]) / _MONTH, 12.0),
+        "drawdowns_1h": math.log1p(v[_I_DD1]),
+        "drawdowns_24h": math.log1p(v[_I_DD24]),
+        "drawdowns_30d": math.log1p(v[_I_DD30]),
+        "limit_requests_24h": math.log1p(v[_I_LR24]),
+        "limit_requests_30d": math.log1p(v[_I_LR30]),
+        "drawdown_amount_to_limit": min(v[_I_AMT] / limit, 5.0),
+        "unpaid_due_to_limit": min(unpaid / limit, 2.0),
+        "account_age_months": min((now - s["opened"]) / _MONTH, 24.0),
         # Of what was owed a month ago (now drawn + since repaid), the share repaid.
-        v[_I_PAID30] / (s["bal"] + v[_I_PAID30]) if s["bal"] + v[_I_PAID30] > 100 else 1.0,
-    )
-    return list(x)
+        "repaid_share_30d": v[_I_PAID30] / (s["bal"] + v[_I_PAID30]) if s["bal"] + v[_I_PAID30] > 100 else 1.0,
+    }
 
 
 def rounded(x: list[float]) -> list[float]:

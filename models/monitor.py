@@ -9,22 +9,29 @@ from __future__ import annotations
 import bisect
 import pickle
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 from .breaker import Breaker
 from .errors import RejectReason, Rejected
+from .events import AccountEvent, BreakerCommand, Event, PolicyUpdate
 from .features import FEATURE_NAMES as _NAMES
-from .events import AccountEvent, BreakerCommand, PolicyUpdate
 from .policy import Policy, default_policy
 from .quality import ScoreQuality
 from .risk_model import RiskModel
 from .state import AccountState
 from .step import Context, StepResult, resolve_hold, step
+from .vocabulary import HOLD_ACTION, STATES
 
-# The breaker action a held move belongs to, by the status it would move to.
-_HOLD_ACTION = {"closed": "closure", "limit_reduced": "limit_reduction"}
+__all__ = ["Monitor", "States"]
 
-__all__ = ["Monitor"]
+# States in which a line is closed: not counted among the open accounts the breaker's share rule reads.
+_CLOSED = frozenset(s.name for s in STATES if s.cap == "zero")
+
+
+class States(Protocol):
+    """Where :meth:`Monitor.process` reads account states (the caller writes the results back)."""
+
+    def get(self, account_id: str, /) -> AccountState | None: ...
 
 
 class Monitor:
@@ -54,7 +61,6 @@ class Monitor:
         self.checkpoints = 0
         self.labels_since_checkpoint = 0
         self.outcomes_seen = 0
-        self.drift_detected = False
         # (effective event time, policy), sorted; the first is in force from the start.
         self._policies: list[tuple[int, Policy]] = [(0, policy or default_policy())]
         self._policy_events: set[str] = set()  # control events applied (policy updates and breaker commands)
@@ -66,9 +72,34 @@ class Monitor:
     def model_version(self) -> str:
         return f"{self.name}.v{self.checkpoints}"
 
-    @property
-    def checkpoint_due(self) -> bool:
-        return self.labels_since_checkpoint >= self.checkpoint_every
+    def process(self, event: Event, states: States) -> list[StepResult]:
+        """Apply any event: the one entry point of the core, for the stream and replay alike.
+
+        A policy update changes the policy timeline and gives no result; a
+        breaker command settles every held move of its action (one result per
+        account, in account order); an account event gives one result. The
+        caller writes each result's state back before the next event. Raises
+        :class:`Rejected` for an event the core refuses.
+        """
+        if isinstance(event, PolicyUpdate):
+            self.control(event)
+            return []
+        if isinstance(event, BreakerCommand):
+            results = []
+            for aid in self.command(event):
+                state = states.get(aid)
+                if state is not None:
+                    results.append(self.resolve(state, event))
+            return results
+        result = self.apply(states.get(event.account_id), event)
+        if self.labels_since_checkpoint >= self.checkpoint_every:
+            self.new_version()
+        return [result]
+
+    def new_version(self) -> None:
+        """Start a new model version: decisions from here on carry its number."""
+        self.checkpoints += 1
+        self.labels_since_checkpoint = 0
 
     def policy_at(self, ts: int) -> Policy:
         i = bisect.bisect_right(self._policies, ts, key=lambda p: p[0]) - 1
@@ -98,7 +129,7 @@ class Monitor:
     def resolve(self, state: AccountState, event: BreakerCommand) -> StepResult:
         """Release or drop the move held on one account (see :meth:`command`)."""
         policy = self.policy_at(event.ts)
-        ctx = Context(policy, self.model, self.model_version, self.model.n_learned >= policy.thresholds["score.min_labels"], self.bad_dpd)
+        ctx = Context(policy, self.model, self.model_version, self.model.n_learned >= policy.score.min_labels, self.bad_dpd)
         result = resolve_hold(state, event, ctx)
         self._count(state, result.state)
         return result
@@ -116,9 +147,9 @@ class Monitor:
         now = new.get("hold")
         if was != now:
             if was is not None:
-                self.held.get(_HOLD_ACTION[was[0]], set()).discard(new["id"])
+                self.held.get(HOLD_ACTION[was[0]], set()).discard(new["id"])
             if now is not None:
-                self.held.setdefault(_HOLD_ACTION[now[0]], set()).add(new["id"])
+                self.held.setdefault(HOLD_ACTION[now[0]], set()).add(new["id"])
 
     def apply(self, state: AccountState | None, event: AccountEvent, learn: bool = True) -> StepResult:
         """Step one account event, then learn from any outcomes it revealed.
@@ -129,29 +160,22 @@ class Monitor:
         if isinstance(event, (PolicyUpdate, BreakerCommand)):  # pragma: no cover - guarded by callers' typing
             raise Rejected(RejectReason.UNKNOWN_TYPE, "control events go to Monitor.control and Monitor.command")
         policy = self.policy_at(event.ts)
-        ready = self.model.n_learned >= policy.thresholds["score.min_labels"]
-        open_accounts = sum(self.status.values()) - self.status["closed"]
+        ready = self.model.n_learned >= policy.score.min_labels
+        open_accounts = sum(n for status, n in self.status.items() if status not in _CLOSED)
         self.breaker.seen(event.ts)
         ctx = Context(policy, self.model, self.model_version, ready, self.bad_dpd, self.breaker, open_accounts)
         result = step(state, event, ctx)
         if not result.duplicate:
             self._count(state, result.state)
-        self.drift_detected = False
         for o in result.outcomes if learn else ():
             # Grade the score that was given at the statement, then learn on the
             # features as they were then (point-in-time correct).
             if o.score is not None and self.quality.update(o.default, o.score):
-                self.drift_detected = True
+                result.drift = True
             self.model.learn_one(dict(zip(_NAMES, o.features)), o.default)
             self.labels_since_checkpoint += 1
             self.outcomes_seen += 1
         return result
-
-    def checkpoint(self) -> bytes:
-        """Serialise the shard's learned state and start a new model version."""
-        self.checkpoints += 1
-        self.labels_since_checkpoint = 0
-        return self.dumps()
 
     def dumps(self, with_quality: bool = True) -> bytes:
         """The shard's state as it is now (no new version); :meth:`restore` reads it.
@@ -179,7 +203,7 @@ class Monitor:
 
     @classmethod
     def restore(cls, data: bytes, quality: bytes | None = None) -> Monitor:
-        """A monitor from :meth:`checkpoint` bytes: it scores exactly as the one saved."""
+        """A monitor from :meth:`dumps` bytes: it scores exactly as the one saved."""
         snap = pickle.loads(data)
         m = cls(snap["name"], model=snap["model"], checkpoint_every=snap["checkpoint_every"], bad_dpd=snap["bad_dpd"])
         if "quality" in snap:

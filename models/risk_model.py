@@ -118,7 +118,7 @@ class RiskModel(base.Classifier):
         """
         fast = self.__dict__.get("_fast")
         if fast is None or fast[0] is not names:
-            means, vars_, weights = self._scaler.means, self._scaler.vars, self._clf._weights
+            means, vars_, weights = self._scaler.means, self._scaler.vars, self._clf.weights
             fast = self._fast = (
                 names,
                 [means[n] if n in means else 0.0 for n in names],
@@ -131,19 +131,19 @@ class RiskModel(base.Classifier):
             )
         _, means_l, sds, ws, expert, intercept, log_pw, a = fast
         c = self.clip
-        p = 0.0
+        learned = expert_p = 0.0
         if a > 0.0:
             z = 0.0
             for xi, m, sd, w in zip(x, means_l, sds, ws):
                 v = (xi - m) / sd if sd else 0.0
                 z += w * (-c if v < -c else c if v > c else v)
-            p = _sigmoid(float(intercept + z) - log_pw)
+            learned = _sigmoid(float(intercept + z) - log_pw)
         if a < 1.0:
             z = 0.0
             for xi, e in zip(x, expert):
                 z += e * xi
-            p = a * p + (1.0 - a) * _sigmoid(EXPERT_INTERCEPT + z)
-        return p
+            expert_p = _sigmoid(EXPERT_INTERCEPT + z)
+        return _blend(a, learned, expert_p)
 
     def _scaled(self, x: Features) -> dict[str, float]:
         c = self.clip
@@ -152,7 +152,7 @@ class RiskModel(base.Classifier):
     def log_odds(self, x: Features) -> float:
         """Prior-corrected log-odds of default."""
         xs = self._scaled(x)
-        weights = self._clf._weights
+        weights = self._clf.weights
         z = self._clf.intercept + sum(weights.get(k, 0.0) * v for k, v in xs.items())
         return float(z) - math.log(self._positive_weight())
 
@@ -163,25 +163,34 @@ class RiskModel(base.Classifier):
 
     def predict_proba_one(self, x: Features, **kwargs: Any) -> dict[bool | str | int, float]:
         a = self._learned_share()
-        p = _sigmoid(self.log_odds(x)) if a > 0.0 else 0.0
-        if a < 1.0:
-            z = EXPERT_INTERCEPT + sum(EXPERT_SCORECARD.get(k, 0.0) * v for k, v in x.items())
-            p = a * p + (1.0 - a) * _sigmoid(z)
+        learned = _sigmoid(self.log_odds(x)) if a > 0.0 else 0.0
+        expert = _sigmoid(EXPERT_INTERCEPT + sum(EXPERT_SCORECARD.get(k, 0.0) * v for k, v in x.items())) if a < 1.0 else 0.0
+        p = _blend(a, learned, expert)
         return {False: 1.0 - p, True: p}
 
     def contributions(self, x: Features) -> dict[str, float]:
         """Each feature's push on the log-odds, blended as the score is."""
         a = self._learned_share()
         xs = self._scaled(x)
-        weights = self._clf._weights
-        return {
-            k: a * weights.get(k, 0.0) * xs.get(k, 0.0) + (1.0 - a) * EXPERT_SCORECARD.get(k, 0.0) * v
-            for k, v in x.items()
-        }
+        weights = self._clf.weights
+        return {k: _blend(a, weights.get(k, 0.0) * xs.get(k, 0.0), EXPERT_SCORECARD.get(k, 0.0) * v) for k, v in x.items()}
 
     @classmethod
     def _unit_test_params(cls) -> Any:
         yield {}
+
+
+def _blend(a: float, learned: float, expert: float) -> float:
+    """The learned model's share ``a`` of a quantity, the expert scorecard's the rest.
+
+    Only what has a share is read: at ``a`` = 1 the expert's value is ignored, at 0 the learned one.
+
+    >>> _blend(1.0, 0.3, 99.0), _blend(0.0, 99.0, 0.2), _blend(0.25, 0.4, 0.8)
+    (0.3, 0.2, 0.7000000000000001)
+    """
+    if a >= 1.0:
+        return learned
+    return a * learned + (1.0 - a) * expert
 
 
 def _sigmoid(z: float) -> float:

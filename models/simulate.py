@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import format_ts, parse_ts
-from .dpd import DAY_MS
+from .units import DAY_MS, HOUR_MS
 
 __all__ = ["PERSONAS", "DEFAULTING", "simulate"]
 
@@ -36,7 +36,7 @@ PERSONAS = {
     "bust_out": 0.08,
 }
 DEFAULTING = frozenset({"slow_deterioration", "bust_out"})
-_HOUR = 3_600_000
+
 _LIMITS = (200_000, 500_000, 1_000_000, 2_000_000, 5_000_000)  # minor units
 
 
@@ -79,7 +79,7 @@ def simulate(accounts: int, days: int, seed: int, start: str = "2025-01-01T00:00
         a.trouble_month = a.rng.randrange(0, 2)
         a.event_day = a.rng.randrange(5, min(60, max(6, days - 20))) if a.persona in ("spree", "bust_out") else -1
         accs.append(a)
-        opened = t0 + a.rng.randrange(0, 6 * _HOUR)
+        opened = t0 + a.rng.randrange(0, 6 * HOUR_MS)
         _emit(events, i, a, opened, {
             "type": "account_opened", "limit": _money(a.limit), "currency": "CNY",
             "attributes": {"age": a.rng.randrange(20, 65), "channel": a.rng.choice(["app", "partner", "web"])},
@@ -135,13 +135,13 @@ def _day(events: list[Any], i: int, a: _Account, day: int, day_ts: int) -> None:
     month = day // 30
 
     def t() -> int:
-        return day_ts + r.randrange(8 * _HOUR, 23 * _HOUR)
+        return day_ts + r.randrange(8 * HOUR_MS, 23 * HOUR_MS)
 
     defaulting = (p == "slow_deterioration" and month >= a.trouble_month + 1) or (p == "bust_out" and day > a.event_day >= 0)
 
     # Spending.
     if p == "bust_out" and day == a.event_day:
-        base = day_ts + r.randrange(9 * _HOUR, 20 * _HOUR)
+        base = day_ts + r.randrange(9 * HOUR_MS, 20 * HOUR_MS)
         for k in range(r.randrange(2, 5)):
             _emit(events, i, a, base + k * 600_000, {"type": "limit_request", "amount": _money(a.limit), "currency": "CNY", "channel": "app"})
         n = r.randrange(8, 16)
@@ -149,7 +149,7 @@ def _day(events: list[Any], i: int, a: _Account, day: int, day_ts: int) -> None:
             _spend(events, i, a, base + 1_800_000 + k * r.randrange(120_000, 600_000),
                    int((a.limit - a.bal) / max(1, n - k) * r.uniform(0.9, 1.3)), "drawdown")
     elif p == "spree" and day == a.event_day:
-        base = day_ts + r.randrange(10 * _HOUR, 18 * _HOUR)
+        base = day_ts + r.randrange(10 * HOUR_MS, 18 * HOUR_MS)
         n = r.randrange(6, 10)
         for k in range(n):
             _spend(events, i, a, base + k * r.randrange(300_000, 1_200_000),
@@ -176,7 +176,7 @@ def _day(events: list[Any], i: int, a: _Account, day: int, day_ts: int) -> None:
 
     # Statement on the bill day: the whole balance falls due 20 days later.
     if day % 30 == a.bill_day % 30 and day > 0 and a.bal >= 100:
-        st_ts = day_ts + 1 * _HOUR
+        st_ts = day_ts + 1 * HOUR_MS
         due_ts = day_ts + 20 * DAY_MS
         amount = a.bal - sum(u[1] for u in a.unpaid)
         if amount >= 100:
@@ -192,13 +192,13 @@ def _day(events: list[Any], i: int, a: _Account, day: int, day_ts: int) -> None:
         dpd = (day_ts - a.unpaid[0][0]) // DAY_MS + 1
         if dpd >= 90 and a.default_ts is None:
             a.default_ts = day_ts
-        _emit(events, i, a, day_ts + 2 * _HOUR, {"type": "dpd_report", "days_past_due": dpd})
+        _emit(events, i, a, day_ts + 2 * HOUR_MS, {"type": "dpd_report", "days_past_due": dpd})
 
 
 def _plan_payment(a: _Account, day: int, day_ts: int, amount: int, month: int) -> None:
     r = a.rng
     p = a.persona
-    on_time = day_ts + r.randrange(2, 19) * DAY_MS + r.randrange(8 * _HOUR, 22 * _HOUR)
+    on_time = day_ts + r.randrange(2, 19) * DAY_MS + r.randrange(8 * HOUR_MS, 22 * HOUR_MS)
     if p == "bust_out" and day >= a.event_day - 1:
         return  # from the eve of the burst on, never pays again
     if p == "slow_deterioration" and month >= a.trouble_month:
@@ -212,7 +212,7 @@ def _plan_payment(a: _Account, day: int, day_ts: int, amount: int, month: int) -
     if p == "recovery" and a.statements - 1 == a.trouble_month:
         # Nothing now; 30-70 days after the due date the arrears are cleared,
         # and later statements are paid on time again.
-        clear_ts = day_ts + (20 + r.randrange(30, 70)) * DAY_MS + 10 * _HOUR
+        clear_ts = day_ts + (20 + r.randrange(30, 70)) * DAY_MS + 10 * HOUR_MS
         a.pending.append((clear_ts, amount))
         return
     a.pending.append((on_time, amount))

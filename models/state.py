@@ -9,18 +9,22 @@ from __future__ import annotations
 from typing import Any, NotRequired, TypedDict
 
 from .velocity import COUNTERS
+from .vocabulary import STATES
 
-__all__ = ["AccountState", "Instalment", "FIELDS", "STATUSES", "SEVERITY", "new_state", "copy_state"]
+__all__ = [
+    "AccountState", "Instalment", "FIELDS", "new_state", "copy_state",
+    "I_ID", "I_DUE_TS", "I_AMOUNT", "I_PAID", "I_MISSED", "I_LABELLED", "I_SCORE", "I_X",
+]
 
-# The early-warning states, by severity.
-STATUSES = ("normal", "watch", "limit_reduced", "frozen", "closed")
-SEVERITY = {s: i for i, s in enumerate(STATUSES)}
-
-# An open instalment: [instalment_id, due_ts, due, paid, missed, labelled, score, snapshot]
-#   missed: 1 once the due date passed without full payment (counted once)
-#   labelled: 1 once its outcome was learned (good or bad)
-#   score, snapshot: the model's score and the feature vector at the statement,
-#   kept until the outcome is known so that learning is point-in-time correct.
+# An open instalment, kept compact as a list; its fields by position:
+I_ID = 0  # instalment_id
+I_DUE_TS = 1  # due date (event time, ms)
+I_AMOUNT = 2  # amount due (minor units)
+I_PAID = 3  # paid towards it so far (minor units)
+I_MISSED = 4  # 1 once the due date passed without full payment (counted once)
+I_LABELLED = 5  # 1 once its outcome was learned (good or bad)
+I_SCORE = 6  # the model's score at the statement (None: the model was not warm)
+I_X = 7  # the feature values at the statement, kept until the outcome is known (point-in-time learning)
 Instalment = list[Any]
 
 FIELDS = {
@@ -43,7 +47,7 @@ FIELDS = {
     "streak": "consecutive instalments settled on time",
     "last_ok": "event time of the last on-time settlement (ms)",
     "v": "time-decayed counters, layout in models.velocity.COUNTERS",
-    "status": "early-warning state (models.state.STATUSES)",
+    "status": "early-warning state (models.vocabulary.STATES)",
     "since": "event time of the last state change (ms)",
     "good": "on-time settlements since the last escalation",
     "score": "latest probability of default",
@@ -88,7 +92,7 @@ def new_state(account_id: str, currency: str, opened_ts: int, limit: int) -> Acc
         id=account_id, cur=currency, opened=opened_ts, limit=limit, cap=limit, bal=0,
         ts=opened_ts, inst=[], rdpd=0, rts=opened_ts, dpd=0, max_dpd=0, late=0,
         missed=0, partial=0, on_time=0, streak=0, last_ok=opened_ts,
-        v=[0.0] * len(COUNTERS), status="normal", since=opened_ts, good=0,
+        v=[0.0] * len(COUNTERS), status=STATES[0].name, since=opened_ts, good=0,
         score=0.0, ids=[], n=0,
     )
 

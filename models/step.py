@@ -1,8 +1,11 @@
 """The step function: (account state, event) -> (new state, decisions, outcomes).
 
-Pure: the state passed in is never mutated, time is the event's, and the model
-is only read (learning on the outcomes returned is the caller's next move, see
-:class:`models.monitor.Monitor`).
+The state passed in is never mutated, time is the event's, and the model is
+only read (learning on the outcomes returned is the caller's next move, see
+:class:`riskmon.models.monitor.Monitor`). One thing outside the account does
+change: a move the mass-action breaker guards is counted in the shard's
+breaker (``Context.breaker``), since whether it goes through depends on how many
+came before it. Without a breaker the step is a pure function.
 """
 from __future__ import annotations
 
@@ -12,15 +15,17 @@ from dataclasses import dataclass, field
 from .breaker import Breaker
 from .codec import format_ts
 from .decisions import Decision, Reason, decision_id
-from .dpd import DAY_MS, days_between
-from .early_warning import action_for, next_state, score_drivers
+from .dpd import days_between
+from .early_warning import next_state, score_drivers
 from .errors import RejectReason, Rejected
 from .events import AccountEvent, AccountOpened, BreakerCommand, DpdReport, InstalmentDue, LimitChanged, Payment, Transaction
 from .features import FEATURE_NAMES, features, rounded
 from .policy import Policy
 from .risk_model import RiskModel
-from .state import SEVERITY, AccountState, Instalment, copy_state, new_state
+from .state import I_AMOUNT, I_DUE_TS, I_ID, I_LABELLED, I_MISSED, I_PAID, I_SCORE, I_X, AccountState, Instalment, copy_state, new_state
+from .units import DAY_MS
 from .velocity import INDEX, decay
+from .vocabulary import BREAKER_ACTIONS, SEVERITY, STATES, action_for, cap_for
 
 __all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "event_hash", "RECENT_IDS", "MAX_OPEN_INSTALMENTS"]
 
@@ -34,6 +39,7 @@ _I_DD = (INDEX["drawdowns_1h"], INDEX["drawdowns_24h"], INDEX["drawdowns_30d"])
 _I_LR = (INDEX["limit_requests_24h"], INDEX["limit_requests_30d"])
 _I_AMT, _I_DUE, _I_PAID, _I_LATE = INDEX["drawdown_amount_30d"], INDEX["due_90d"], INDEX["paid_90d"], INDEX["late_180d"]
 _I_PAID30 = INDEX["paid_30d"]
+HELD, HOLD_DROPPED = BREAKER_ACTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +71,20 @@ class Outcome:
 
 @dataclass(slots=True)
 class StepResult:
+    """What one event did to one account.
+
+    ``scored``: the account was scored (an account event applied; a breaker's
+    settling of a held move only re-reads the last score). ``drift``: learning
+    from this result's outcomes made the drift detector fire.
+    """
+
     state: AccountState
     decisions: list[Decision] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     duplicate: bool = False
     model_ready: bool = False
+    scored: bool = False
+    drift: bool = False
 
 
 def event_hash(event_id: str) -> int:
@@ -102,19 +117,19 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
     if len(s["ids"]) > RECENT_IDS:
         del s["ids"][0]
     s["n"] += 1
-    result = StepResult(s, model_ready=ctx.model_ready)
+    result = StepResult(s, model_ready=ctx.model_ready, scored=True)
 
     _book(s, event, ctx, result)
     _age(s, ctx, result)
-    x = features(s)
+    x = list(features(s).values())
     if isinstance(event, InstalmentDue):
         x = rounded(x)  # kept for learning: score exactly what is kept
     score = ctx.model.score_vector(FEATURE_NAMES, x)
     s["score"] = score
     if isinstance(event, InstalmentDue):
         # The prediction made at the statement is the one its outcome will grade.
-        s["inst"][-1][6] = round(score, 6) if ctx.model_ready else None
-        s["inst"][-1][7] = x
+        s["inst"][-1][I_SCORE] = round(score, 6) if ctx.model_ready else None
+        s["inst"][-1][I_X] = x
 
     move = next_state(ctx.policy, s, score, ctx.model_ready)
     if move is not None:
@@ -127,12 +142,9 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
                 return result  # already held for review: nothing new to say
             why = ctx.breaker.admit(ctx.policy, action, now, ctx.open_accounts)
             if why is not None:
-                did = decision_id(s["id"], event.event_id, "held", new)
-                s["hold"] = [new, now, did]
-                result.decisions.append(Decision(
-                    did, s["id"], "held", prev, new, score, (why, *reasons), ctx.model_version, ctx.policy.version,
-                    event.event_id, event.ts, s["limit"], s["cap"],
-                ))
+                held = _decision(s, ctx, event.event_id, event.ts, HELD, prev, new, score, (why, *reasons))
+                s["hold"] = [new, now, held.decision_id]
+                result.decisions.append(held)
                 return result
         if hold is not None:
             del s["hold"]  # a later move supersedes the held one
@@ -141,11 +153,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
             s["good"] = 0
         s["status"], s["since"] = new, now
         _set_cap(s, new, ctx.policy)
-        result.decisions.append(Decision(
-            decision_id(s["id"], event.event_id, action, new), s["id"], action, prev, new, score,
-            tuple(reasons), ctx.model_version, ctx.policy.version, event.event_id, event.ts,
-            s["limit"], s["cap"],
-        ))
+        result.decisions.append(_decision(s, ctx, event.event_id, event.ts, action, prev, new, score, tuple(reasons)))
     return result
 
 
@@ -166,13 +174,21 @@ def resolve_hold(state: AccountState, cmd: BreakerCommand, ctx: Context) -> Step
         _set_cap(s, target, ctx.policy)
         new = target
     else:
-        action, new = "hold_dropped", prev
+        action, new = HOLD_DROPPED, prev
         why = Reason("BREAKER_DROPPED", f"{target} held at {format_ts(held_ts)} (decision {held_id}) dropped by {cmd.event_id}{note}", 0)
-    result.decisions.append(Decision(
-        decision_id(s["id"], cmd.event_id, action, new), s["id"], action, prev, new, s["score"], (why,),
-        ctx.model_version, ctx.policy.version, cmd.event_id, cmd.ts, s["limit"], s["cap"],
-    ))
+    result.decisions.append(_decision(s, ctx, cmd.event_id, cmd.ts, action, prev, new, s["score"], (why,)))
     return result
+
+
+def _decision(s: AccountState, ctx: Context, cause_event_id: str, ts: int, action: str, prev: str, new: str,
+              score: float, reasons: tuple[Reason, ...]) -> Decision:
+    """A decision on the account ``s`` as it stands after the move, caused by the event ``cause_event_id``."""
+    return Decision(
+        decision_id=decision_id(s["id"], cause_event_id, action, new), account_id=s["id"], action=action,
+        previous_state=prev, new_state=new, score=score, reasons=reasons, model_version=ctx.model_version,
+        policy_version=ctx.policy.version, cause_event_id=cause_event_id, event_ts=ts, credit_limit=s["limit"],
+        limit_cap=s["cap"],
+    )
 
 
 def _book(s: AccountState, e: AccountEvent, ctx: Context, r: StepResult) -> None:
@@ -190,16 +206,19 @@ def _book(s: AccountState, e: AccountEvent, ctx: Context, r: StepResult) -> None
             for i in _I_LR:
                 v[i] += 1.0
     elif isinstance(e, InstalmentDue):
-        s["inst"].append([e.instalment_id, e.due_ts, e.amount, 0, 0, 0, None, None])
+        inst: Instalment = [None] * 8
+        inst[I_ID], inst[I_DUE_TS], inst[I_AMOUNT], inst[I_PAID] = e.instalment_id, e.due_ts, e.amount, 0
+        inst[I_MISSED], inst[I_LABELLED] = 0, 0
+        s["inst"].append(inst)
         if len(s["inst"]) > MAX_OPEN_INSTALMENTS:
             # Only long-delinquent lines get here, and their old instalments are
             # long labelled: fold the two oldest into one.
             a, b = s["inst"][0], s["inst"].pop(1)
-            a[2] += b[2]
-            a[3] += b[3]
-            a[4] = max(a[4], b[4])
-            a[5] = 1
-            a[7] = None
+            a[I_AMOUNT] += b[I_AMOUNT]
+            a[I_PAID] += b[I_PAID]
+            a[I_MISSED] = max(a[I_MISSED], b[I_MISSED])
+            a[I_LABELLED] = 1
+            a[I_X] = None
     elif isinstance(e, Payment):
         s["bal"] = max(0, s["bal"] - e.amount)
         v[_I_PAID30] += e.amount
@@ -212,14 +231,15 @@ def _book(s: AccountState, e: AccountEvent, ctx: Context, r: StepResult) -> None
             # booking of payments says.
             keep = []
             for inst in s["inst"]:
-                if inst[1] <= e.ts:
-                    _settle(s, inst, inst[1] - 1, r)
+                if inst[I_DUE_TS] <= e.ts:
+                    _settle(s, inst, inst[I_DUE_TS] - 1, r)
                 else:
                     keep.append(inst)
             s["inst"] = keep
     elif isinstance(e, LimitChanged):
         s["limit"] = e.limit
-        s["cap"] = e.limit if SEVERITY[s["status"]] < SEVERITY["limit_reduced"] else min(s["cap"], e.limit)
+        # A line the monitor has not cut takes the new limit; a cut line keeps its cut, within it.
+        s["cap"] = e.limit if STATES[SEVERITY[s["status"]]].cap == "limit" else min(s["cap"], e.limit)
 
 
 def _allocate(s: AccountState, amount: int, ts: int, r: StepResult) -> None:
@@ -232,14 +252,14 @@ def _allocate(s: AccountState, amount: int, ts: int, r: StepResult) -> None:
     left = amount
     keep = []
     for inst in s["inst"]:
-        owed = inst[2] - inst[3]
+        owed = inst[I_AMOUNT] - inst[I_PAID]
         if left > 0 and owed > 0:
             pay = min(owed, left)
-            inst[3] += pay
+            inst[I_PAID] += pay
             left -= pay
-            if inst[4]:
+            if inst[I_MISSED]:
                 s["v"][_I_PAID] += pay
-        if inst[2] - inst[3] < SETTLE_TOLERANCE:
+        if inst[I_AMOUNT] - inst[I_PAID] < SETTLE_TOLERANCE:
             _settle(s, inst, ts, r)
         else:
             keep.append(inst)
@@ -249,19 +269,19 @@ def _allocate(s: AccountState, amount: int, ts: int, r: StepResult) -> None:
 
 
 def _settle(s: AccountState, inst: Instalment, ts: int, r: StepResult) -> None:
-    if not inst[4]:
-        s["v"][_I_DUE] += inst[2]
-        s["v"][_I_PAID] += inst[3]
-    if ts < inst[1]:
+    if not inst[I_MISSED]:
+        s["v"][_I_DUE] += inst[I_AMOUNT]
+        s["v"][_I_PAID] += inst[I_PAID]
+    if ts < inst[I_DUE_TS]:
         s["on_time"] += 1
         s["streak"] += 1
         s["good"] += 1
         s["last_ok"] = ts
     else:
         s["late"] += 1
-    if not inst[5] and inst[7] is not None:
+    if not inst[I_LABELLED] and inst[I_X] is not None:
         # Settled before it reached the bad-outcome DPD: a good outcome.
-        r.outcomes.append(Outcome(inst[7], inst[6], False))
+        r.outcomes.append(Outcome(inst[I_X], inst[I_SCORE], False))
 
 
 def _age(s: AccountState, ctx: Context, r: StepResult) -> None:
@@ -269,24 +289,24 @@ def _age(s: AccountState, ctx: Context, r: StepResult) -> None:
     now = s["ts"]
     worst = 0
     for inst in s["inst"]:
-        if now < inst[1]:
+        if now < inst[I_DUE_TS]:
             continue
-        days = days_between(inst[1], now) + 1
+        days = days_between(inst[I_DUE_TS], now) + 1
         worst = max(worst, days)
-        if not inst[4]:
-            inst[4] = 1
-            s["v"][_I_DUE] += inst[2]
-            s["v"][_I_PAID] += inst[3]
+        if not inst[I_MISSED]:
+            inst[I_MISSED] = 1
+            s["v"][_I_DUE] += inst[I_AMOUNT]
+            s["v"][_I_PAID] += inst[I_PAID]
             s["missed"] += 1
-            s["partial"] += 1 if inst[3] > 0 else 0
+            s["partial"] += 1 if inst[I_PAID] > 0 else 0
             s["streak"] = 0
             s["good"] = 0
             s["v"][_I_LATE] += 1.0
-        if not inst[5] and days >= ctx.bad_dpd:
-            inst[5] = 1
-            if inst[7] is not None:
-                r.outcomes.append(Outcome(inst[7], inst[6], True))
-            inst[7] = None
+        if not inst[I_LABELLED] and days >= ctx.bad_dpd:
+            inst[I_LABELLED] = 1
+            if inst[I_X] is not None:
+                r.outcomes.append(Outcome(inst[I_X], inst[I_SCORE], True))
+            inst[I_X] = None
     reported = s["rdpd"] + (now - s["rts"]) // DAY_MS if s["rdpd"] > 0 else 0
     s["dpd"] = max(worst, reported)
     s["max_dpd"] = max(s["max_dpd"], s["dpd"])
@@ -294,15 +314,4 @@ def _age(s: AccountState, ctx: Context, r: StepResult) -> None:
 
 def _set_cap(s: AccountState, status: str, p: Policy) -> None:
     """What the line may be drawn to after the monitor's action."""
-    limit = s["limit"]
-    if status in ("normal", "watch"):
-        s["cap"] = limit
-    elif status == "limit_reduced":
-        floor = int(limit * p.thresholds["recovery.limit_reduction_floor"])
-        s["cap"] = min(limit, max(s["bal"], floor))
-    elif status == "frozen":
-        s["cap"] = min(limit, s["bal"])
-    else:
-        s["cap"] = 0
-
-
+    s["cap"] = cap_for(status, s["limit"], s["bal"], p.recovery.limit_reduction_floor)

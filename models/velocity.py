@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["HOUR_MS", "TAUS_MS", "COUNTERS", "INDEX", "decay"]
+from .units import HOUR_MS
 
-HOUR_MS = 3_600_000
+__all__ = ["TAUS_MS", "COUNTERS", "INDEX", "decay"]
+
 # name -> time constant (ms). Order is the layout in the state's ``v`` list.
 COUNTERS = (
     ("drawdowns_1h", HOUR_MS),

@@ -23,11 +23,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from riskmon.models.codec import decode, dumps
 from riskmon.models.engine import Engine
+from riskmon.models.events import event_order
 from riskmon.models.simulate import simulate
 
 from .broker import EmbeddedBroker
 from .produce import produce
-from .replay import event_order
 from .settings import Settings
 from .topics import create_topics
 from .worker import start_worker_process

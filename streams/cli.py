@@ -11,6 +11,7 @@ import orjson
 
 from riskmon.models.errors import Rejected
 from riskmon.models.policy import load_policy
+from riskmon.models.vocabulary import GUARDABLE
 
 if TYPE_CHECKING:
     from riskmon.streams.settings import Settings
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("breaker", help="release or drop the decisions a tripped mass-action breaker holds")
     k.add_argument("command", choices=["release", "drop"])
-    k.add_argument("--action", choices=["closure", "limit_reduction"], default="closure")
+    k.add_argument("--action", choices=GUARDABLE, default=GUARDABLE[0])
     k.add_argument("--note", default="", help="who and why (kept in the decisions' reasons; at most 128 characters)")
     k.add_argument("--at", help="event time the command takes effect (RFC 3339; default: now)")
     k.add_argument("--event-id", help="default: breaker-COMMAND-ACTION-<ms>; resending one id applies it once")

@@ -15,19 +15,20 @@ from typing import Any
 import numpy as np
 
 from riskmon.models.codec import decode_obj
-from riskmon.models.dpd import DAY_MS
 from riskmon.models.engine import Engine
+from riskmon.models.events import event_order
 from riskmon.models.policy import default_policy
 from riskmon.models.quality import ks_statistic, roc_auc
 from riskmon.models.uci import COHORTS, DEFAULT_COLUMN, MONTHS, client_events, cohort_of, load_rows
+from riskmon.models.units import DAY_MS
+from riskmon.models.vocabulary import SEVERITY, STATE_OF_ACTION
 
-from .replay import event_order
 
 __all__ = ["DEFAULT_DATA", "UciResult", "evaluate_uci", "format_result"]
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci-credit-default" / "default_of_credit_card_clients.csv"
 RAW_COLUMNS = ["LIMIT_BAL", "SEX", "EDUCATION", "MARRIAGE", "AGE"] + [c for m in MONTHS for c in m]
-_SEVERITY = {"warning": 1, "limit_reduction": 2, "freeze": 3, "closure": 4}
+_SEVERITY = {action: SEVERITY[state] for action, state in STATE_OF_ACTION.items()}
 
 
 @dataclass

@@ -22,8 +22,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from riskmon.models.breaker import GUARDABLE
-from riskmon.models.state import STATUSES
+from riskmon.models.vocabulary import GUARDABLE, STATUSES
 
 
 class Stats(Protocol):

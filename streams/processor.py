@@ -39,13 +39,12 @@ import orjson
 
 from riskmon.models.codec import decode, dumps, format_ts
 from riskmon.models.errors import RejectReason, Rejected
-from riskmon.models.events import CATEGORY, CATEGORY_RANK, BreakerCommand, Event, PolicyUpdate
-from riskmon.models.step import StepResult
+from riskmon.models.events import CATEGORY, CATEGORY_RANK, Event, event_order
 from riskmon.models.monitor import Monitor
 from riskmon.models.policy import Policy
 from riskmon.models.state import AccountState
+from riskmon.models.step import StepResult
 
-from .replay import event_order
 
 __all__ = ["Ports", "StreamProcessor", "Held", "Round", "OffsetSet", "SHARD_KEY_PREFIX", "QUALITY_KEY_PREFIX"]
 
@@ -187,6 +186,19 @@ class _Shard:
     # Records settled at ingest, to ack with the next round: a dead letter to send, or None
     # for a record applied in an earlier life.
     settled: list[tuple[Any, tuple[bytes | None, bytes, list[tuple[str, bytes]]] | None]] = field(default_factory=list)
+
+
+class _Lookup:
+    """Account states as a round sees them: written in this round, else the shard's, else the table's."""
+
+    __slots__ = ("proc", "shard", "writes")
+
+    def __init__(self, proc: StreamProcessor, shard: _Shard, writes: dict[str, AccountState]) -> None:
+        self.proc, self.shard, self.writes = proc, shard, writes
+
+    def get(self, aid: str, /) -> AccountState | None:
+        state = self.writes.get(aid)
+        return state if state is not None else self.proc._state(self.shard, aid)
 
 
 class StreamProcessor:
@@ -393,6 +405,7 @@ class StreamProcessor:
             sh.pending_acks.append(handle)
         sh.settled = []
         writes: dict[str, AccountState] = {}
+        lookup = _Lookup(self, sh, writes)
         for h in ready:
             ev = h.event
             sh.applied_ts = max(sh.applied_ts, ev.ts)
@@ -400,22 +413,7 @@ class StreamProcessor:
             sh.pending_acks.append(h.handle)
             rnd.received.append(h.received)
             try:
-                if isinstance(ev, PolicyUpdate):
-                    sh.monitor.control(ev)
-                    self.counts["applied"] += 1
-                    self.events[(ev.type, "accepted")] += 1
-                    continue
-                if isinstance(ev, BreakerCommand):
-                    self.counts["applied"] += 1
-                    self.events[(ev.type, "accepted")] += 1
-                    for aid in sh.monitor.command(ev):
-                        state = writes[aid] if aid in writes else self._state(sh, aid)
-                        if state is not None:
-                            self._emit(sh, rnd, writes, aid, sh.monitor.resolve(state, ev))
-                    continue
-                aid = ev.account_id
-                state = writes[aid] if aid in writes else self._state(sh, aid)
-                result = sh.monitor.apply(state, ev)
+                results = sh.monitor.process(ev, lookup)
             except Rejected as r:
                 rnd.dead.append(self._deadletter(h.category, ev.type, h.topic, sh.partition, h.offset, ev.account_id.encode(),
                                                  h.raw, r.reason.value, r.detail))
@@ -424,19 +422,18 @@ class StreamProcessor:
                 rnd.dead.append(self._deadletter(h.category, ev.type, h.topic, sh.partition, h.offset, ev.account_id.encode(), h.raw,
                                                  RejectReason.INTERNAL_ERROR.value, f"{type(exc).__name__}: {str(exc)[:200]}"))
                 continue
-            if result.duplicate:
+            if results and all(r.duplicate for r in results):
                 self.counts["duplicate"] += 1
                 self.events[(ev.type, "duplicate")] += 1
                 continue
             self.counts["applied"] += 1
             self.events[(ev.type, "accepted")] += 1
-            if self.metrics is not None:
-                self.metrics.score.observe(result.state["score"])
-            self._emit(sh, rnd, writes, aid, result)
-            if sh.monitor.drift_detected:
-                self.counts["drift"] += 1
-            if sh.monitor.checkpoint_due:
-                sh.monitor.checkpoint()
+            for result in results:
+                if result.scored and self.metrics is not None:
+                    self.metrics.score.observe(result.state["score"])
+                self._emit(rnd, writes, result)
+                if result.drift:
+                    self.counts["drift"] += 1
         for aid in sh.dirty - writes.keys():
             state = sh.states.get(aid)
             if state is not None:
@@ -466,8 +463,9 @@ class StreamProcessor:
         if sh.rounds % QUALITY_EVERY_ROUNDS == 0:
             rnd.snapshot.append((QUALITY_KEY_PREFIX + p, sh.monitor.dumps_quality()))
 
-    def _emit(self, sh: _Shard, rnd: Round, writes: dict[str, AccountState], aid: str, result: StepResult) -> None:
+    def _emit(self, rnd: Round, writes: dict[str, AccountState], result: StepResult) -> None:
         """One applied result: its state to write, its decisions to send, its outcomes counted."""
+        aid = result.state["id"]
         writes[aid] = result.state
         for o in result.outcomes:
             band = score_band(o.score)

@@ -11,10 +11,9 @@ from aiokafka import AIOKafkaProducer
 
 from riskmon.models.codec import decode
 from riskmon.models.errors import Rejected
-from riskmon.models.events import CATEGORY
+from riskmon.models.events import CATEGORY, event_order
 from riskmon.models.partitioning import partition_for
 
-from .replay import event_order
 from .settings import Settings
 from .topics import client_config, start_client
 

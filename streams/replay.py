@@ -14,13 +14,13 @@ from riskmon.models.codec import DEFAULT_MAX_RECORD_BYTES, decode, dumps
 from riskmon.models.engine import Engine
 from riskmon.models.errors import Rejected
 from riskmon.models.evaluation import EarlyWarningTracker, Evaluation
-from riskmon.models.events import CATEGORY, CATEGORY_RANK, Event
+from riskmon.models.events import Event, event_order
 from riskmon.models.policy import Policy
 from riskmon.models.quality import roc_auc
-from riskmon.models.state import SEVERITY
 from riskmon.models.step import StepResult
+from riskmon.models.vocabulary import SEVERITY
 
-__all__ = ["Observer", "ReplaySummary", "event_order", "load_truth", "read_log", "replay"]
+__all__ = ["Observer", "ReplaySummary", "load_truth", "read_log", "replay"]
 
 
 class Observer(Protocol):
@@ -63,10 +63,6 @@ class ReplaySummary:
         ]
         return "; ".join(parts)
 
-
-def event_order(ts: int, type_: str, seq: int) -> tuple[int, int, int]:
-    """The order events apply in: event time, then category, then log position."""
-    return (ts, CATEGORY_RANK[CATEGORY[type_]], seq)
 
 
 def read_log(lines: Iterable[bytes], summary: ReplaySummary, report: IO[str] | None,

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from riskmon.models.decisions import ACTIONS
 from riskmon.models.quality import roc_auc
-from riskmon.models.state import STATUSES
+from riskmon.models.units import DAY_MS
+from riskmon.models.vocabulary import ACTIONS, STATES, STATUSES
 
 if TYPE_CHECKING:
     from riskmon.models.step import StepResult
@@ -23,14 +23,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ReportCollector", "render_html"]
 
-DAY_MS = 86_400_000
 SCORE_BINS = 20
 MIN_OUTCOMES = 50
+# A state and the action that escalates into it share the table's colour; a reopening is drawn in
+# the colour of an open line, a cleared flag in grey.
 COLOURS = {
-    "warning": "#e0a100", "limit_reduction": "#e8590c", "freeze": "#1c7ed6", "closure": "#c92a2a",
-    "reopen": "#2f9e44", "clear": "#868e96",
-    "normal": "#2f9e44", "watch": "#e0a100", "limit_reduced": "#e8590c", "frozen": "#1c7ed6", "closed": "#c92a2a",
-    "auc": "#5f3dc4", "scores": "#495057",
+    **{s.name: s.colour for s in STATES}, **{s.escalation: s.colour for s in STATES if s.escalation},
+    "reopen": STATES[0].colour, "clear": "#868e96", "auc": "#5f3dc4", "scores": "#495057",
 }
 
 

@@ -6,7 +6,7 @@ from typing import Any
 import orjson
 
 from riskmon.models.codec import decode, format_ts
-from riskmon.models.dpd import DAY_MS
+from riskmon.models.units import DAY_MS
 from riskmon.models.events import Event
 from riskmon.models.policy import Policy, default_policy
 from riskmon.models.risk_model import RiskModel

@@ -9,7 +9,7 @@ import jsonschema
 import orjson
 import pytest
 
-from riskmon.models.decisions import POLICY_ACTIONS
+from riskmon.models.vocabulary import POLICY_ACTIONS
 from riskmon.streams.cli import main
 from riskmon.streams.replay import load_truth, replay
 

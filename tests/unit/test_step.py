@@ -12,6 +12,7 @@ from riskmon.models.features import FEATURE_NAMES
 from riskmon.models.monitor import Monitor
 from riskmon.models.risk_model import RiskModel, dumps_model, loads_model
 from riskmon.models.simulate import simulate
+from riskmon.models.state import I_SCORE, I_X
 from riskmon.models.codec import decode
 
 from .helpers import Account, at, ev
@@ -23,8 +24,8 @@ def test_good_outcome_learns_features_as_they_were_at_the_statement() -> None:
     a = Account(limit=10_000)
     a.draw(0, 5_000)
     a.statement(1, 5_000)
-    at_statement = list(a.state["inst"][0][7])
-    score_at_statement = a.state["inst"][0][6]
+    at_statement = list(a.state["inst"][0][I_X])
+    score_at_statement = a.state["inst"][0][I_SCORE]
     a.model.score = 0.33  # the model moves on; the outcome must not see it
     a.draw(5, 4_000)  # and the account moves on too
     assert a.outcomes == []
@@ -105,8 +106,8 @@ def test_model_checkpoint_restores_identical_scores() -> None:
         r = m.apply(states.get(e.account_id), e)
         states[e.account_id] = r.state
     assert m.outcomes_seen > 10
-    blob = m.checkpoint()
-    twin = Monitor.restore(blob)
+    m.new_version()
+    twin = Monitor.restore(m.dumps())
     assert twin.model_version == m.model_version == "p0.v1"
     twin_states = copy.deepcopy(states)
     for e in decoded[half:]:
@@ -120,13 +121,17 @@ def test_model_checkpoint_restores_identical_scores() -> None:
     assert model.predict_proba_one(x) == m.model.predict_proba_one(x)
 
 
-def test_monitor_versions_its_model_at_each_checkpoint() -> None:
-    m = Monitor("p3", checkpoint_every=2)
-    assert m.model_version == "p3.v0" and not m.checkpoint_due
-    m.labels_since_checkpoint = 2
-    assert m.checkpoint_due
-    m.checkpoint()
-    assert m.model_version == "p3.v1" and not m.checkpoint_due
+def test_monitor_starts_a_model_version_every_checkpoint_every_outcomes() -> None:
+    events, _ = simulate(40, 120, seed=3)
+    m = Monitor("p3", checkpoint_every=5)
+    assert m.model_version == "p3.v0"
+    states: dict = {}
+    for e in sorted((decode(dumps(e)) for e in events), key=lambda e: e.ts):
+        for r in m.process(e, states):
+            states[r.state["id"]] = r.state
+    assert m.outcomes_seen >= 20
+    assert m.checkpoints >= m.outcomes_seen // 10 and m.labels_since_checkpoint < 5
+    assert m.model_version == f"p3.v{m.checkpoints}"
 
 
 def test_risk_model_follows_rivers_estimator_contract() -> None:
