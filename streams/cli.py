@@ -92,7 +92,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         out = _TextOut(out)
     collector = None
     if args.report:
-        from riskmon.streams.report import ReportCollector
+        from riskmon.streams.tools.report import ReportCollector
 
         collector = ReportCollector()
     try:
@@ -110,7 +110,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             full.close()
     print(f"replay: {summary.line()}", file=sys.stderr)
     if collector is not None:
-        from riskmon.streams.report import render_html
+        from riskmon.streams.tools.report import render_html
 
         Path(args.report).write_text(render_html(collector, summary, Path(args.events).name), encoding="utf-8")
         print(f"replay: report in {args.report}", file=sys.stderr)
@@ -213,20 +213,20 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from riskmon.streams.evaluate_uci import main_evaluate
+    from riskmon.streams.tools.evaluate_uci import main_evaluate
 
     return main_evaluate(args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from riskmon.streams.bench import run_bench
+    from riskmon.streams.tools.bench import run_bench
 
     run_bench(args.accounts, args.days, args.seed, args.repeats, args.transport_events, args.latency_seconds)
     return 0
 
 
 def _cmd_soak(args: argparse.Namespace) -> int:
-    from riskmon.streams.soak import main_soak
+    from riskmon.streams.tools.soak import main_soak
 
     return main_soak(args.minutes, args.rate, args.accounts, args.every)
 

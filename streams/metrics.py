@@ -45,6 +45,20 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 LAG_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0, 365 * 86400.0)
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
 
+# Every key the processor (and its host) counts in ``counts``, and the counter it is exported as
+# (riskmon_events_total by type and result covers the applied and duplicate events too).
+COUNTS = {
+    "received": ("riskmon_records_received", "Input records taken by the worker"),
+    "applied": ("riskmon_events_applied", "Events applied by the core (duplicates and rejections not counted)"),
+    "duplicate": ("riskmon_events_duplicate", "Events the account had already applied (a redelivery)"),
+    "late": ("riskmon_events_late", "Events that arrived after later events of their partition were applied"),
+    "redelivered": ("riskmon_events_redelivered", "Records skipped because an earlier life of the worker applied them"),
+    "drift": ("riskmon_drift_detections", "Drift detected in the model's error (ADWIN)"),
+    "forced": ("riskmon_events_forced", "Events applied before their partition's slowest topic caught up, to bound memory"),
+    "offset_gap": ("riskmon_offset_gap_records", "Input records a resumed partition will never see: committed past its last snapshot"),
+    "not_owned": ("riskmon_records_not_owned", "Records fetched for a partition a rebalance took away: left unacked for its new owner"),
+}
+
 # (topic, partition, records not yet applied) for each input partition this worker owns.
 LagSource = Callable[[], Iterable[tuple[str, int, int]]]
 
@@ -92,13 +106,7 @@ class Metrics(Collector):
                        ["band", "outcome"], proc.outcomes)
         yield _counter("riskmon_outcome_scores", "Sum of the scores graded by outcomes, by score band (for calibration)",
                        ["band"], {(b,): v for b, v in proc.outcome_scores.items()})
-        for name, key, text in (
-            ("riskmon_events_late", "late", "Events that arrived after later events of their partition were applied"),
-            ("riskmon_events_redelivered", "redelivered", "Records skipped because an earlier life of the worker applied them"),
-            ("riskmon_drift_detections", "drift", "Drift detected in the model's error (ADWIN)"),
-            ("riskmon_events_forced", "forced", "Events applied before their partition's slowest topic caught up, to bound memory"),
-            ("riskmon_offset_gap_records", "offset_gap", "Input records a resumed partition will never see: committed past its last snapshot"),
-        ):
+        for key, (name, text) in COUNTS.items():
             c = CounterMetricFamily(name, text)
             c.add_metric([], proc.counts[key])
             yield c

@@ -1,35 +1,23 @@
-"""What a worker does with records, free of Faust: decode, order, apply, emit.
+"""What a worker does with records, free of Faust: it orchestrates three pieces.
 
-Input arrives on four co-partitioned topics (control, lifecycle, transactions,
-repayments). Per partition, accepted events wait in a buffer and apply in the
-order replay uses (event time, category, offset) once no topic of that
-partition can still deliver an earlier one: every topic has delivered an event
-``lateness`` later, or has nothing more to deliver (then an event waits
-``lateness`` of wall-clock time, so a quiet live feed still flows). So events
-out of order by up to ``lateness`` apply in event-time order, exactly as replay
-applies them. An event that arrives after later ones were applied is late: it
-is applied at once and counted (the account clock never runs back), or with
-``late="deadletter"`` dead-lettered as ``late_event``.
+- decoding and typed rejection of each record (the codec, and the checks only a
+  stream can make: the right topic, not dated far ahead of the clock);
+- the event-time hold (:mod:`streams.hold`): accepted events of a partition wait
+  until no topic can still deliver an earlier one, then apply in replay's order;
+  an event that arrives after later ones were applied is late: applied at once
+  and counted (the account clock never runs back), or with ``late="deadletter"``
+  dead-lettered as ``late_event``;
+- the durable-commit order (:mod:`streams.checkpoint`): offsets applied, states
+  and acks waiting for the next snapshot, and resuming from a snapshot.
 
-Each partition has one :class:`models.monitor.Monitor` (one model). Applying
-events gives a :class:`Round`, which the host makes durable in this order:
-decisions and dead letters delivered; the partition's snapshot written (one
-record, so all or nothing: the model, the policy timeline, the input offsets
-applied, and the account states the round changed); the account states written
-under their own keys; the input acked. A worker killed at any point resumes
-from the last snapshot: it restores the states the snapshot carries (an account
-key written after it is the same state), skips input offsets it records as
-applied and redoes the rest exactly. Decisions of a round whose snapshot was
-lost are delivered again, with the same ids. This holds only if what a restarted
-worker reads is a prefix of these writes in this order: a host whose store
-outlives the process must not let it run ahead of the log (``streams.app``: a
-rocksdb store takes a record only once the broker has it).
+Each partition has one :class:`riskmon.models.monitor.Monitor` (one model), and
+every event goes through its one entry point, ``Monitor.process``, as in replay.
+Applying events gives :class:`streams.checkpoint.Round` objects, which the host
+makes durable in the order that module states.
 """
 from __future__ import annotations
 
-import heapq
 import logging
-import pickle
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,24 +27,18 @@ import orjson
 
 from riskmon.models.codec import decode, dumps, format_ts
 from riskmon.models.errors import RejectReason, Rejected
-from riskmon.models.events import CATEGORY, CATEGORY_RANK, Event, event_order
+from riskmon.models.events import CATEGORY, event_order
 from riskmon.models.monitor import Monitor
 from riskmon.models.policy import Policy
 from riskmon.models.state import AccountState
 from riskmon.models.step import StepResult
 
+from .checkpoint import MAX_ROUND_EVENTS, QUALITY_KEY_PREFIX, SHARD_KEY_PREFIX, Checkpoint, DeadLetter, Round
+from .hold import EventTimeHold, Held
 
-__all__ = ["Ports", "StreamProcessor", "Held", "Round", "OffsetSet", "SHARD_KEY_PREFIX", "QUALITY_KEY_PREFIX"]
+__all__ = ["HotMetrics", "Options", "Ports", "StreamProcessor", "score_band"]
 
 log = logging.getLogger("riskmon.processor")
-
-SHARD_KEY_PREFIX = b"__shard__:"
-QUALITY_KEY_PREFIX = b"__quality__:"
-QUALITY_EVERY_ROUNDS = 50
-# A round's snapshot record carries the states it changed (up to ~1 KB each):
-# 256 events keep it far below Kafka's 1 MB default record limit. A batch of
-# 1,000 new accounts in one round made a 1.66 MB record and the producer crashed.
-MAX_ROUND_EVENTS = 256
 
 
 class Ports(Protocol):
@@ -77,74 +59,29 @@ class HotMetrics(Protocol):
     score: Histogram
 
 
-class OffsetSet:
-    """Offsets of one topic partition that were applied: all below ``low``, plus ``extra``.
+@dataclass(frozen=True)
+class Options:
+    """How the processor judges and orders records (the worker's settings pass them through)."""
 
-    >>> s = OffsetSet(10); s.add(11); s.add(10); s.low, sorted(s.extra), 9 in s, 12 in s
-    (12, [], True, False)
-    """
+    policy: Policy | None = None  # the policy in force from the start (None: the shipped default)
+    checkpoint_every: int = 500  # outcomes learned between model versions
+    bad_dpd: int = 30  # days past due that make an instalment a bad outcome
+    max_record_bytes: int = 16_384
+    lateness_s: float = 0.0  # event-time disorder applied in order (see streams.hold)
+    late: str = "apply"  # or "deadletter": what becomes of an event later than that
+    # An event dated far ahead would hold its partition's event-time order hostage: every later
+    # arrival would be late. The wall clock bounds it here (replay, offline, has no clock to ask).
+    max_future_s: float | None = None
+    max_held: int = 100_000  # events a partition holds for ordering before the earliest go ahead
+    # A snapshot (model, offsets, states) per round costs a pickled model per partition every fetch
+    # at low rates. With snapshot_every_s > 0, rounds in between only deliver their decisions; the
+    # next snapshot carries their states and acks their records. A crash redoes them (same decisions,
+    # same ids: delivered again, never lost).
+    snapshot_every_s: float = 0.0
 
-    def __init__(self, low: int) -> None:
-        self.low = low
-        self.extra: set[int] = set()
-
-    def add(self, offset: int) -> None:
-        if offset == self.low:
-            self._raise_low(offset + 1)
-        elif offset > self.low:
-            self.extra.add(offset)
-
-    def add_range(self, start: int, stop: int) -> None:
-        """Add offsets ``start`` to ``stop - 1``.
-
-        >>> s = OffsetSet(5); s.add(9); s.add_range(5, 9); s.low, sorted(s.extra)
-        (10, [])
-        """
-        if start > self.low:
-            self.extra.update(range(start, stop))
-        elif stop > self.low:
-            self.extra = {o for o in self.extra if o >= stop}
-            self._raise_low(stop)
-
-    def missing_below(self, offset: int) -> int:
-        """How many offsets under ``offset`` are not in the set."""
-        return max(offset - self.low, 0) - sum(1 for o in self.extra if o < offset)
-
-    def _raise_low(self, low: int) -> None:
-        """Everything below ``low`` is in; so is any run of ``extra`` that now joins it."""
-        self.low = low
-        while self.low in self.extra:
-            self.extra.discard(self.low)
-            self.low += 1
-
-    def __contains__(self, offset: int) -> bool:
-        return offset < self.low or offset in self.extra
-
-
-@dataclass(order=True)
-class Held:
-    order: tuple[int, int, int]
-    event: Event = field(compare=False)
-    raw: bytes = field(compare=False)
-    category: str = field(compare=False)
-    topic: str = field(compare=False)
-    offset: int = field(compare=False)
-    handle: Any = field(compare=False)
-    received: float = field(compare=False)  # time.monotonic() at ingest
-
-
-@dataclass
-class Round:
-    """The output of one round in one partition, in the order it must be made durable."""
-
-    partition: int
-    anchor: Any  # a handle from this partition (the host writes the table in its context)
-    decisions: list[tuple[str, bytes]] = field(default_factory=list)
-    dead: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
-    states: list[tuple[bytes, bytes]] = field(default_factory=list)
-    snapshot: list[tuple[bytes, bytes]] = field(default_factory=list)
-    acks: list[Any] = field(default_factory=list)
-    received: list[float] = field(default_factory=list)  # arrival times of the events applied
+    def __post_init__(self) -> None:
+        if self.late not in ("apply", "deadletter"):
+            raise ValueError(f"late must be 'apply' or 'deadletter', not {self.late!r}")
 
 
 # Outcomes are graded in these score bands (upper edges) for the calibration metric.
@@ -169,79 +106,52 @@ def score_band(score: float | None) -> str:
 class _Shard:
     partition: int
     monitor: Monitor
-    applied: dict[str, OffsetSet] = field(default_factory=dict)
-    heap: list[Held] = field(default_factory=list)
-    max_ts: dict[str, int] = field(default_factory=dict)
-    last_offset: dict[str, int] = field(default_factory=dict)
-    applied_ts: int = -1
-    rounds: int = 0
+    checkpoint: Checkpoint
+    hold: EventTimeHold
     states: dict[str, AccountState | None] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)  # restored from a snapshot, to be written again
-    saved_at: float = 0.0  # time.time() when the host last made a snapshot of this partition durable
-    # Applied since the last snapshot: the states to write with the next one, and the records it will ack.
-    pending: dict[str, AccountState] = field(default_factory=dict)
-    pending_acks: list[Any] = field(default_factory=list)
-    sealed_at: float = 0.0  # time.monotonic() of the last snapshot
-    last_handle: Any = None  # a handle from this partition, for a round that only seals
-    # Records settled at ingest, to ack with the next round: a dead letter to send, or None
-    # for a record applied in an earlier life.
-    settled: list[tuple[Any, tuple[bytes | None, bytes, list[tuple[str, bytes]]] | None]] = field(default_factory=list)
+
+    @property
+    def applied_ts(self) -> int:
+        return self.checkpoint.applied_ts
+
+    @property
+    def saved_at(self) -> float:
+        return self.checkpoint.saved_at
 
 
 class _Lookup:
     """Account states as a round sees them: written in this round, else the shard's, else the table's."""
 
-    __slots__ = ("proc", "shard", "writes")
+    __slots__ = ("ports", "shard", "writes")
 
-    def __init__(self, proc: StreamProcessor, shard: _Shard, writes: dict[str, AccountState]) -> None:
-        self.proc, self.shard, self.writes = proc, shard, writes
+    def __init__(self, ports: Ports, shard: _Shard, writes: dict[str, AccountState]) -> None:
+        self.ports, self.shard, self.writes = ports, shard, writes
 
     def get(self, aid: str, /) -> AccountState | None:
         state = self.writes.get(aid)
-        return state if state is not None else self.proc._state(self.shard, aid)
+        if state is not None:
+            return state
+        states = self.shard.states
+        if aid in states:
+            return states[aid]
+        blob = self.ports.get(aid.encode())
+        loaded: AccountState | None = None if blob is None else orjson.loads(blob)
+        states[aid] = loaded
+        return loaded
 
 
 class StreamProcessor:
     """Per-partition ordering and application of records; the Faust agent is a thin shell around it."""
 
-    def __init__(
-        self,
-        ports: Ports,
-        policy: Policy | None = None,
-        checkpoint_every: int = 500,
-        bad_dpd: int = 30,
-        max_record_bytes: int = 16_384,
-        on_decision: Callable[[dict[str, Any]], None] | None = None,
-        metrics: HotMetrics | None = None,
-        lateness_s: float = 0.0,
-        late: str = "apply",
-        max_future_s: float | None = None,
-        max_held: int = 100_000,
-        snapshot_every_s: float = 0.0,
-    ) -> None:
-        if late not in ("apply", "deadletter"):
-            raise ValueError(f"late must be 'apply' or 'deadletter', not {late!r}")
+    def __init__(self, ports: Ports, options: Options | None = None, *, metrics: HotMetrics | None = None,
+                 on_decision: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.ports = ports
-        self.policy = policy
-        self.checkpoint_every = checkpoint_every
-        self.bad_dpd = bad_dpd
-        self.max_record_bytes = max_record_bytes
-        self.on_decision = on_decision
+        self.options = options or Options()
         self.metrics = metrics
-        self.lateness_ms = int(lateness_s * 1000)
-        self.lateness_s = lateness_s
-        self.late = late
-        # An event dated far ahead would hold its partition's event-time order hostage: every later
-        # arrival would be late. The wall clock bounds it here (replay, offline, has no clock to ask).
-        self.max_future_ms = None if max_future_s is None else int(max_future_s * 1000)
-        # Events wait for the slowest topic of their partition; if it falls far behind, memory is
-        # bounded here: the earliest waiting events go ahead (a straggler from it will then be late).
-        self.max_held = max_held
-        # A snapshot (model, offsets, states) per round costs a pickled model per partition every fetch
-        # at low rates. With snapshot_every_s > 0, rounds in between only deliver their decisions; the
-        # next snapshot carries their states and acks their records. A crash redoes them (same decisions,
-        # same ids: delivered again, never lost).
-        self.snapshot_every_s = snapshot_every_s
+        self.on_decision = on_decision
+        o = self.options
+        self.max_future_ms = None if o.max_future_s is None else int(o.max_future_s * 1000)
         self.shards: dict[int, _Shard] = {}
         # Counts since this worker started; streams.metrics exports them at scrape time.
         self.counts: Counter[str] = Counter()
@@ -255,23 +165,16 @@ class StreamProcessor:
     def shard(self, partition: int) -> _Shard:
         sh = self.shards.get(partition)
         if sh is None:
-            blob = self.ports.get(SHARD_KEY_PREFIX + str(partition).encode())
+            o = self.options
+            hold = EventTimeHold(o.lateness_s, o.max_held)
+            p = str(partition).encode()
+            blob = self.ports.get(SHARD_KEY_PREFIX + p)
             if blob is not None:
-                snap = pickle.loads(blob)
-                monitor = Monitor.restore(snap["monitor"], self.ports.get(QUALITY_KEY_PREFIX + str(partition).encode()))
-                applied = {}
-                for cat, (low, extra) in snap["applied"].items():
-                    applied[cat] = OffsetSet(low)
-                    applied[cat].extra = set(extra)
-                sh = _Shard(partition, monitor, applied, applied_ts=snap["applied_ts"], rounds=snap["rounds"])
-                for key, value in snap["states"]:
-                    sh.states[key.decode()] = orjson.loads(value)
-                    sh.dirty.add(key.decode())
-                log.info("partition %d: resumed at round %d, %d outcomes learned, applied below %s",
-                         partition, sh.rounds, monitor.outcomes_seen, {c: s.low for c, s in applied.items()})
+                ckpt, monitor, states = Checkpoint.restore(partition, blob, self.ports.get(QUALITY_KEY_PREFIX + p))
+                sh = _Shard(partition, monitor, ckpt, hold, dict(states), set(states))
             else:
-                monitor = Monitor(f"p{partition}", self.policy, checkpoint_every=self.checkpoint_every, bad_dpd=self.bad_dpd)
-                sh = _Shard(partition, monitor)
+                monitor = Monitor(f"p{partition}", o.policy, checkpoint_every=o.checkpoint_every, bad_dpd=o.bad_dpd)
+                sh = _Shard(partition, monitor, Checkpoint(partition), hold)
                 log.info("partition %d: starting afresh", partition)
             self.shards[partition] = sh
         return sh
@@ -282,6 +185,16 @@ class StreamProcessor:
             if self.shards.pop(p, None) is not None:
                 log.info("partition %d: revoked", p)
 
+    def applied_low(self, partition: int, category: str) -> int | None:
+        """Every offset of the partition's ``category`` topic below this is applied (None: not known here)."""
+        sh = self.shards.get(partition)
+        return None if sh is None else sh.checkpoint.applied_low(category)
+
+    def next_offset(self, partition: int, category: str) -> int:
+        """The offset after the last record of that topic partition delivered to this worker (0 before any)."""
+        sh = self.shards.get(partition)
+        return 0 if sh is None else sh.checkpoint.next_offset(category)
+
     # -- records ----------------------------------------------------------
     def ingest(self, category: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, handle: Any) -> None:
         """Take one record: skip it if applied before, dead-letter it, or hold it for ordering."""
@@ -289,33 +202,20 @@ class StreamProcessor:
         received = time.monotonic()
         self.counts["received"] += 1
         sh = self.shard(partition)
-        done = sh.applied.get(category)
-        prev = sh.last_offset.get(category)  # the record before this one in this life
-        sh.last_offset[category] = offset if prev is None else max(prev, offset)
-        if done is None:
-            # Records of a topic partition arrive in offset order: the first one
-            # seen marks where this life starts.
-            done = sh.applied[category] = OffsetSet(offset)
-        elif prev is not None:
-            if offset > prev + 1:
-                # No record lies between two delivered in order (transaction markers): nothing to apply there.
-                done.add_range(prev + 1, offset)
-        elif offset > done.low:
-            # The first record of this life lies beyond what the snapshot applied: the offsets
-            # between were committed without a snapshot that covers them, and will not come again.
-            gap = done.missing_below(offset)
-            if gap:
-                self.counts["offset_gap"] += gap
-                log.error("partition %d: %s resumes at offset %d, but its snapshot applied only below %d: %d offsets "
-                          "were committed without a snapshot (or hold transaction markers)", partition, category, offset,
-                          done.low, gap)
-        if offset in done:
+        ckpt = sh.checkpoint
+        applied, gap = ckpt.seen(category, offset)
+        if gap:
+            self.counts["offset_gap"] += gap
+            log.error("partition %d: %s resumes at offset %d, but its snapshot applied only below %s: %d offsets "
+                      "were committed without a snapshot (or hold transaction markers)", partition, category, offset,
+                      ckpt.applied_low(category), gap)
+        if applied:
             self.counts["redelivered"] += 1
-            sh.settled.append((handle, None))
+            ckpt.settle(category, offset, handle, None)
             return
         etype = "unknown"
         try:
-            event = decode(raw, self.max_record_bytes)
+            event = decode(raw, self.options.max_record_bytes)
             etype = event.type
             if CATEGORY[event.type] != category:
                 raise Rejected(RejectReason.WRONG_TOPIC, f"a {event.type} event on the {category} topic")
@@ -323,27 +223,26 @@ class StreamProcessor:
                 raise Rejected(RejectReason.FUTURE_EVENT, f"event time {format_ts(event.ts)} is more than "
                                                           f"{self.max_future_ms / 1000:g} s ahead of this worker's clock")
         except Rejected as r:
-            done.add(offset)
-            sh.settled.append((handle, self._deadletter(category, etype, topic, partition, offset, key, raw, r.reason.value, r.detail)))
+            ckpt.settle(category, offset, handle,
+                        self._deadletter(category, etype, topic, partition, offset, key, raw, r.reason.value, r.detail))
             return
         except Exception as exc:  # the codec promises Rejected only; a record must not stop the worker if it breaks that
-            done.add(offset)
-            sh.settled.append((handle, self._deadletter(category, etype, topic, partition, offset, key, raw,
-                                                        RejectReason.INTERNAL_ERROR.value, f"{type(exc).__name__}: {str(exc)[:200]}")))
+            ckpt.settle(category, offset, handle, self._deadletter(
+                category, etype, topic, partition, offset, key, raw, RejectReason.INTERNAL_ERROR.value,
+                f"{type(exc).__name__}: {str(exc)[:200]}"))
             return
-        sh.max_ts[category] = max(sh.max_ts.get(category, event.ts), event.ts)
-        if event.ts < sh.applied_ts:
+        sh.hold.delivered(category, event.ts)
+        if event.ts < ckpt.applied_ts:
             self.counts["late"] += 1
-            if self.late == "deadletter":
-                done.add(offset)
-                detail = (f"event time {format_ts(event.ts)} is before {format_ts(sh.applied_ts)}, already applied "
-                          f"in this partition (allowed lateness {self.lateness_s:g} s)")
-                sh.settled.append((handle, self._deadletter(category, etype, topic, partition, offset, key, raw,
-                                                            RejectReason.LATE_EVENT.value, detail)))
+            if self.options.late == "deadletter":
+                detail = (f"event time {format_ts(event.ts)} is before {format_ts(ckpt.applied_ts)}, already applied "
+                          f"in this partition (allowed lateness {self.options.lateness_s:g} s)")
+                ckpt.settle(category, offset, handle, self._deadletter(
+                    category, etype, topic, partition, offset, key, raw, RejectReason.LATE_EVENT.value, detail))
                 return
         if self.metrics is not None:
             self.metrics.event_time_lag.observe(time.time() - event.ts / 1000)
-        heapq.heappush(sh.heap, Held(event_order(event.ts, event.type, offset), event, raw, category, topic, offset, handle, received))
+        sh.hold.push(Held(event_order(event.ts, event.type, offset), event, raw, category, topic, offset, handle, received))
 
     def release(self, partition: int, caught_up: Callable[[str], bool], now: float | None = None) -> list[Round]:
         """Apply every held event of ``partition`` that no topic can still precede, in bounded rounds.
@@ -354,40 +253,23 @@ class StreamProcessor:
         if sh is None:
             return []
         now = time.monotonic() if now is None else now
-        ready: list[Held] = []
-        if sh.heap:
-            bounds = [sh.max_ts.get(c) for c in CATEGORY_RANK if not caught_up(c)]
-            if all(b is not None for b in bounds):
-                watermark = min((b for b in bounds if b is not None), default=None)
-                if watermark is not None:
-                    watermark -= self.lateness_ms
-                    while sh.heap and sh.heap[0].order[0] <= watermark:
-                        ready.append(heapq.heappop(sh.heap))
-                else:  # nothing more to deliver now: wait out the lateness on the wall clock
-                    cutoff = now - self.lateness_s
-                    while sh.heap and (not self.lateness_s or sh.heap[0].received <= cutoff):
-                        ready.append(heapq.heappop(sh.heap))
-            while len(sh.heap) > self.max_held:
-                ready.append(heapq.heappop(sh.heap))
-                self.counts["forced"] += 1
+        ready, forced = sh.hold.release(caught_up, now)
+        self.counts["forced"] += forced
         if ready:
             return [self._round(sh, ready[i : i + MAX_ROUND_EVENTS], now) for i in range(0, len(ready), MAX_ROUND_EVENTS)]
-        if sh.settled:
+        if sh.checkpoint.has_work():
             return [self._round(sh, [], now)]
-        if (sh.pending or sh.pending_acks) and self._seal_due(sh, now):  # nothing new: the last rounds' snapshot is due
-            rnd = Round(sh.partition, sh.last_handle)
-            self._seal(sh, rnd, now)
-            return [rnd]
-        return []
+        rnd = sh.checkpoint.idle_round(sh.monitor, now, self.options.snapshot_every_s)
+        return [] if rnd is None else [rnd]
 
     def held(self) -> int:
-        return sum(len(sh.heap) for sh in self.shards.values())
+        return sum(len(sh.hold) for sh in self.shards.values())
 
     def saved(self, rnd: Round) -> None:
         """The host made ``rnd`` durable: its events are done."""
         sh = self.shards.get(rnd.partition)
         if sh is not None and rnd.snapshot:
-            sh.saved_at = time.time()
+            sh.checkpoint.saved_at = time.time()
         if self.metrics is not None and rnd.received:
             now = time.monotonic()
             observe = self.metrics.processing.observe
@@ -396,21 +278,13 @@ class StreamProcessor:
 
     # -- internals --------------------------------------------------------
     def _round(self, sh: _Shard, ready: list[Held], now: float) -> Round:
-        anchor = ready[-1].handle if ready else sh.settled[-1][0]
-        sh.last_handle = anchor
-        rnd = Round(sh.partition, anchor)
-        for handle, dead in sh.settled:
-            if dead is not None:
-                rnd.dead.append(dead)
-            sh.pending_acks.append(handle)
-        sh.settled = []
+        ckpt = sh.checkpoint
+        rnd = ckpt.begin(ready[-1].handle if ready else None)
         writes: dict[str, AccountState] = {}
-        lookup = _Lookup(self, sh, writes)
+        lookup = _Lookup(self.ports, sh, writes)
         for h in ready:
             ev = h.event
-            sh.applied_ts = max(sh.applied_ts, ev.ts)
-            sh.applied[h.category].add(h.offset)
-            sh.pending_acks.append(h.handle)
+            ckpt.applied_event(h.category, h.offset, ev.ts, h.handle)
             rnd.received.append(h.received)
             try:
                 results = sh.monitor.process(ev, lookup)
@@ -439,29 +313,11 @@ class StreamProcessor:
             if state is not None:
                 writes[aid] = state
         sh.dirty.clear()
-        for aid, state in writes.items():
-            sh.states[aid] = state
-            sh.pending[aid] = state
-        if self._seal_due(sh, now):
-            self._seal(sh, rnd, now)
+        sh.states.update(writes)
+        ckpt.stage(writes)
+        if ckpt.seal_due(now, self.options.snapshot_every_s):
+            ckpt.seal(rnd, sh.monitor, now)
         return rnd
-
-    def _seal_due(self, sh: _Shard, now: float) -> bool:
-        return (len(sh.pending) >= MAX_ROUND_EVENTS or len(sh.pending_acks) >= 20 * MAX_ROUND_EVENTS
-                or now - sh.sealed_at >= self.snapshot_every_s)
-
-    def _seal(self, sh: _Shard, rnd: Round, now: float) -> None:
-        """Make ``rnd`` carry the partition's snapshot, the states changed since the last one, and their acks."""
-        rnd.states = [(aid.encode(), dumps(state)) for aid, state in sh.pending.items()]
-        rnd.acks = sh.pending_acks
-        sh.pending, sh.pending_acks, sh.sealed_at = {}, [], now
-        sh.rounds += 1
-        p = str(sh.partition).encode()
-        snap = {"monitor": sh.monitor.dumps(with_quality=False), "applied_ts": sh.applied_ts, "rounds": sh.rounds,
-                "applied": {c: (s.low, sorted(s.extra)) for c, s in sh.applied.items()}, "states": rnd.states}
-        rnd.snapshot.append((SHARD_KEY_PREFIX + p, pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)))
-        if sh.rounds % QUALITY_EVERY_ROUNDS == 0:
-            rnd.snapshot.append((QUALITY_KEY_PREFIX + p, sh.monitor.dumps_quality()))
 
     def _emit(self, rnd: Round, writes: dict[str, AccountState], result: StepResult) -> None:
         """One applied result: its state to write, its decisions to send, its outcomes counted."""
@@ -478,16 +334,8 @@ class StreamProcessor:
             if self.on_decision is not None:
                 self.on_decision(body)
 
-    def _state(self, sh: _Shard, aid: str) -> AccountState | None:
-        if aid in sh.states:
-            return sh.states[aid]
-        blob = self.ports.get(aid.encode())
-        state = None if blob is None else orjson.loads(blob)
-        sh.states[aid] = state
-        return state
-
     def _deadletter(self, category: str, etype: str, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes,
-                    reason: str, detail: str) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+                    reason: str, detail: str) -> DeadLetter:
         self.rejected[(category, reason)] += 1
         self.events[(etype, "rejected")] += 1
         headers = [("riskmon-reason", reason.encode()), ("riskmon-detail", detail.encode()[:512]),

@@ -12,8 +12,6 @@ come back more often, which costs a little CPU, and only against Tansu.
 """
 from __future__ import annotations
 
-from typing import Any
-
 __all__ = ["FETCH_MAX_WAIT_MS", "install"]
 
 FETCH_MAX_WAIT_MS = 20
@@ -24,14 +22,7 @@ def install(wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
     global _installed
     if _installed:
         return
-    from faust.transport.drivers import aiokafka as driver
+    from . import faust_internals
 
-    original = driver.AIOKafkaConsumerThread._create_consumer
-
-    def _create_consumer(self: Any, *args: Any, **kwargs: Any) -> Any:
-        consumer = original(self, *args, **kwargs)
-        consumer._fetch_max_wait_ms = wait_ms  # read when the consumer starts its fetcher
-        return consumer
-
-    driver.AIOKafkaConsumerThread._create_consumer = _create_consumer
+    faust_internals.shorten_fetch_wait(wait_ms)
     _installed = True

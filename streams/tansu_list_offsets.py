@@ -55,19 +55,14 @@ async def true_end_offsets(bootstrap: str, reported: Mapping[Any, int], timeout_
 
 
 def install(bootstrap: str, **client_config: Any) -> None:
-    """Patch Faust's aiokafka driver so its high watermarks come from Fetch."""
+    """Make the end offsets Faust's driver reads for changelog recovery come from Fetch."""
     global _installed
     if _installed:
         return
-    from faust.transport.drivers import aiokafka as driver
+    from . import faust_internals
 
-    original = driver.AIOKafkaConsumerThread._highwaters
-
-    async def _highwaters(self: Any, partitions: Any) -> Mapping[Any, int]:
-        reported = await original(self, partitions)
-        if self.consumer.in_transaction:
-            return reported
+    async def correct(reported: Mapping[Any, int]) -> Mapping[Any, int]:
         return await true_end_offsets(bootstrap, reported, **client_config)
 
-    driver.AIOKafkaConsumerThread._highwaters = _highwaters
+    faust_internals.wrap_highwaters(correct)
     _installed = True

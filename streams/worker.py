@@ -35,18 +35,13 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
 
 
 def faust_worker(app: faust.App, loop: asyncio.AbstractEventLoop, loglevel: str) -> faust.Worker:
-    """Faust's worker for ``app``, logging at ``loglevel`` and no lower.
-
-    Faust's startup spinner spins on every log record, so it sets the root logger to DEBUG
-    (faust/worker.py, ``_setup_spinner_handler``): every debug call of Faust and aiokafka,
-    several per record sent, then built a LogRecord that the handler dropped (6% of the
-    worker's time in a py-spy profile). Without the spinner the root logger stays at ``loglevel``.
-    """
+    """Faust's worker for ``app``, logging at ``loglevel`` and no lower (without Faust's startup
+    spinner, which sets the root logger to DEBUG: see faust_internals.quiet_worker)."""
     import faust
 
-    worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    worker.spinner = None
-    return worker
+    from . import faust_internals
+
+    return faust_internals.quiet_worker(faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True, redirect_stdouts=False))
 
 
 def start_worker_process(settings: Settings, log: IO[bytes] | None = None, loglevel: str = "warn") -> subprocess.Popen[bytes]:

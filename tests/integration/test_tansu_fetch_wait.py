@@ -59,8 +59,8 @@ def test_fetches_wait_on_tansu_and_a_short_wait_fixes_it(broker: EmbeddedBroker)
 
 def test_the_fetch_wait_workaround_is_active_only_against_tansu() -> None:
     code = (
-        "from streams.settings import Settings\n"
-        "from streams.app import build_app\n"
+        "from riskmon.streams.settings import Settings\n"
+        "from riskmon.streams.app import build_app\n"
         "from faust.transport.drivers import aiokafka as d\n"
         "orig = d.AIOKafkaConsumerThread._create_consumer\n"
         "import sys\n"

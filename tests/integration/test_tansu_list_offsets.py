@@ -43,8 +43,8 @@ def test_list_offsets_is_wrong_on_tansu_and_the_fetch_high_watermark_fixes_it(br
 
 def _patched(kind: str) -> bool:
     code = (
-        "from streams.settings import Settings\n"
-        "from streams.app import build_app\n"
+        "from riskmon.streams.settings import Settings\n"
+        "from riskmon.streams.app import build_app\n"
         "from faust.transport.drivers import aiokafka as d\n"
         "orig = d.AIOKafkaConsumerThread._highwaters\n"
         f"build_app(Settings(broker_url='127.0.0.1:1', broker_kind='{kind}'), '127.0.0.1:1')\n"

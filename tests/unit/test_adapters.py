@@ -91,7 +91,7 @@ def test_a_round_is_acked_only_once_the_broker_has_its_snapshot() -> None:
     from faust.streams import current_event
 
     from riskmon.streams.app import FaustPorts
-    from riskmon.streams.processor import Round
+    from riskmon.streams.checkpoint import Round
 
     class Anchor:  # a record of the round's partition
         pass
@@ -180,12 +180,12 @@ def test_a_round_is_acked_only_once_the_broker_has_its_snapshot() -> None:
 
 
 def test_a_delivery_skips_faust_s_four_tasks_only_when_it_cannot_wait(tmp_path) -> None:
-    """streams.faust_drain: the direct path is taken only when none of the conditions Faust's delivery waits on holds."""
+    """streams.faust_internals: the direct path is taken only when none of the conditions Faust's delivery waits on holds."""
     import asyncio
 
     import faust
 
-    from riskmon.streams.faust_drain import _can_block
+    from riskmon.streams.faust_internals import _can_block
 
     app = faust.App("riskmon-drain-test", broker="kafka://127.0.0.1:1", datadir=str(tmp_path), stream_buffer_maxsize=3)
     topic = app.topic("t", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -206,13 +206,13 @@ def test_a_delivery_skips_faust_s_four_tasks_only_when_it_cannot_wait(tmp_path) 
 
 
 def test_the_agent_takes_what_waits_and_drops_records_fetched_before_a_rebalance(tmp_path) -> None:
-    """streams.app._batches: Faust's stream iterator checks, once per batch."""
+    """streams.faust_internals.agent_batches: Faust's stream iterator checks, once per batch."""
     import asyncio
     from types import SimpleNamespace
 
     import faust
 
-    from riskmon.streams.app import _batches
+    from riskmon.streams.faust_internals import agent_batches
 
     app = faust.App("riskmon-batch-test", broker="kafka://127.0.0.1:1", datadir=str(tmp_path))
     topic = app.topic("t", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -227,7 +227,7 @@ def test_the_agent_takes_what_waits_and_drops_records_fetched_before_a_rebalance
     async def go() -> None:
         app.flow_control.resume()
         app.consumer_generation_id = 2
-        batch = _batches(app, SimpleNamespace(channel=topic), most=3)
+        batch = agent_batches(app, SimpleNamespace(channel=topic), most=3)
         await app.topics._update_indices()  # as subscribing does
         assert "t" in app.topics.acking_topics
         queue = app.topics._topic_name_index["t"].copy().pop().queue

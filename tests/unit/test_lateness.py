@@ -10,6 +10,7 @@ import orjson
 from riskmon.models.codec import dumps, parse_ts
 from riskmon.models.events import CATEGORY
 from riskmon.models.simulate import simulate
+from riskmon.streams.processor import Options, StreamProcessor
 from riskmon.streams.replay import replay
 
 from .test_processor import P, run_stream
@@ -76,7 +77,7 @@ def test_a_topic_that_falls_far_behind_cannot_make_its_partition_hold_unbounded_
 
     events, _ = simulate(50, 60, seed=2)
     ports = MemoryPorts()
-    proc = StreamProcessor(ports, max_held=100)
+    proc = StreamProcessor(ports, Options(max_held=100))
     for i, e in enumerate(e for e in events if CATEGORY[e["type"]] in ("lifecycle", "transactions")):
         proc.ingest(CATEGORY[e["type"]], "t", 0, i, None, dumps(e), i)
         # The repayments topic is never caught up and never delivers: nothing may be applied by the watermark.

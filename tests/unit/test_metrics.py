@@ -10,7 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from riskmon.models.events import CATEGORY
 from riskmon.models.simulate import simulate
 from riskmon.streams.metrics import Metrics
-from riskmon.streams.processor import SHARD_KEY_PREFIX, StreamProcessor
+from riskmon.streams.checkpoint import SHARD_KEY_PREFIX
+from riskmon.streams.processor import StreamProcessor
 
 from .test_processor import P, run_stream
 
@@ -36,7 +37,7 @@ def test_metrics_count_what_the_processor_did() -> None:
     metrics = Metrics(registry)
     ports, proc = run_stream(events, 3, extra=bad, metrics=metrics)
     for rnd_p in range(P):  # the host marks rounds durable; run_stream's host does not, so mark one per partition
-        proc.shards[rnd_p].saved_at = 1.0
+        proc.shards[rnd_p].checkpoint.saved_at = 1.0
     metrics.watch(proc, lag=lambda: [("riskmon.transactions", 0, 7)], owned=lambda: P)
     m = samples(registry)
 
@@ -101,3 +102,21 @@ def test_processing_latency_is_observed_when_a_round_is_saved() -> None:
         proc2.saved(rnd)
     applied = sum(len(r.received) for r in rounds)
     assert applied == 50 and total(samples(registry)["riskmon_processing_seconds_count"]) == applied
+
+
+def test_every_count_the_worker_keeps_is_exported() -> None:
+    """A key counted in ``counts[...]`` anywhere in streams/ must have its counter (not_owned once had none)."""
+    import ast
+    import pathlib
+
+    from riskmon.streams.metrics import COUNTS
+
+    root = pathlib.Path(__file__).resolve().parents[2] / "streams"
+    keys = set()
+    for f in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "counts"
+                    and isinstance(node.slice, ast.Constant)):
+                keys.add(node.slice.value)
+    assert {"not_owned", "received", "late"} <= keys
+    assert keys - set(COUNTS) == set()

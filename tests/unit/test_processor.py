@@ -13,7 +13,8 @@ from riskmon.models.codec import dumps
 from riskmon.models.events import CATEGORY
 from riskmon.models.partitioning import partition_for
 from riskmon.models.simulate import simulate
-from riskmon.streams.processor import Round, StreamProcessor
+from riskmon.streams.checkpoint import Round
+from riskmon.streams.processor import Options, StreamProcessor
 from riskmon.streams.replay import replay
 
 P = 4
@@ -69,7 +70,8 @@ def _topics(events: list[dict]) -> dict[tuple[str, int], list[bytes]]:
 def run_stream(events: list[dict], seed: int, extra: dict[tuple[str, int], list[bytes]] | None = None,
                **kwargs: Any) -> tuple[MemoryPorts, StreamProcessor]:
     ports = MemoryPorts()
-    proc = StreamProcessor(ports, **kwargs)
+    metrics = kwargs.pop("metrics", None)
+    proc = StreamProcessor(ports, Options(**kwargs), metrics=metrics)
     topics = _topics(events)
     for k, v in (extra or {}).items():
         topics.setdefault(k, []).extend(v)
@@ -135,7 +137,7 @@ def test_a_restart_from_any_round_skips_what_was_applied_and_redoes_the_rest(sna
     events, _ = simulate(80, 50, seed=8)
     topics = _topics(events)
     clean = MemoryPorts()
-    total = _feed(StreamProcessor(clean, snapshot_every_s=snapshot_every_s), clean, topics)
+    total = _feed(StreamProcessor(clean, Options(snapshot_every_s=snapshot_every_s)), clean, topics)
     assert total > 20
     if snapshot_every_s:
         assert clean.sealed < clean.rounds / 3, (clean.sealed, clean.rounds)  # most rounds only deliver decisions
@@ -143,10 +145,10 @@ def test_a_restart_from_any_round_skips_what_was_applied_and_redoes_the_rest(sna
         assert clean.sealed == clean.rounds
     for crash_after in (total // 10, total // 2, total * 9 // 10, total - 1):
         ports = MemoryPorts()
-        _feed(StreamProcessor(ports, snapshot_every_s=snapshot_every_s), ports, topics, stop_after_rounds=crash_after)
+        _feed(StreamProcessor(ports, Options(snapshot_every_s=snapshot_every_s)), ports, topics, stop_after_rounds=crash_after)
         ports.lose_last_states()
         first_life = len(ports.decisions)
-        proc2 = StreamProcessor(ports, snapshot_every_s=snapshot_every_s)
+        proc2 = StreamProcessor(ports, Options(snapshot_every_s=snapshot_every_s))
         _feed(proc2, ports, topics)
         assert sorted(set(ports.decisions)) == sorted(clean.decisions), crash_after
         assert proc2.counts["redelivered"] > 0
@@ -223,7 +225,7 @@ def test_offsets_without_records_between_them_count_as_done() -> None:
     _feed(StreamProcessor(clean), clean, topics)
     assert sorted(ports.decisions) == sorted(clean.decisions) and ports.decisions
     for (cat, p), off in last.items():
-        done = proc.shards[p].applied[cat]
+        done = proc.shards[p].checkpoint.applied[cat]
         assert done.low == off + 1 and not done.extra, (cat, p, done.low, len(done.extra))
     assert proc.counts["offset_gap"] == 0
 
@@ -237,7 +239,7 @@ def test_a_partition_resumed_past_its_snapshot_says_how_many_records_it_skipped(
     proc = StreamProcessor(ports)
     (cat, p) = ("transactions", 0)
     proc.shard(p)
-    low = proc.shards[p].applied[cat].low
+    low = proc.shards[p].checkpoint.applied[cat].low
     assert low + 5 < len(topics[(cat, p)])
     with caplog.at_level("ERROR", logger="riskmon.processor"):
         proc.ingest(cat, cat, p, low + 5, None, topics[(cat, p)][low + 5], None)

@@ -10,7 +10,7 @@ from riskmon.models.codec import dumps
 from riskmon.models.simulate import simulate
 from riskmon.streams.cli import main
 from riskmon.streams.replay import replay
-from riskmon.streams.report import ReportCollector, render_html
+from riskmon.streams.tools.report import ReportCollector, render_html
 
 
 class Tags(HTMLParser):

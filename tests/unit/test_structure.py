@@ -136,3 +136,69 @@ def test_the_checks_catch_a_cycle_and_an_adapter_import(tmp_path: pathlib.Path) 
     assert cycles(edges) == [["riskmon.models.a", "riskmon.models.b", "riskmon.streams.c"]]  # TYPE_CHECKING imports count
     assert edges["riskmon.models.b"] == {"riskmon.models.a", "riskmon.streams.c"}
     assert "faust" in libs["riskmon.models.a"]
+
+
+# Faust internals riskmon uses: only streams/faust_internals.py may name them.
+FAUST_INTERNALS_MODULE = "riskmon.streams.faust_internals"
+FAUST_PRIVATE_NAMES = {
+    "unacked", "tracked", "acking_topics", "flow_control", "consumer_generation_id", "generation_id",
+    "persist_offset_on_commit", "set_persisted_offset", "maybe_start_producer", "in_transaction",
+    "spinner", "changelog_topic", "AIOKafkaConsumerThread",
+}
+
+
+def private_uses(path: pathlib.Path) -> list[str]:
+    """Where ``path`` reaches into another object's private attributes or Faust's internals (line: what)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute):
+            owner = node.value.id if isinstance(node.value, ast.Name) else None
+            name = node.attr
+            if name.startswith("_") and not name.startswith("__") and owner not in ("self", "cls"):
+                out.append(f"{node.lineno}: .{name}")
+            elif name in FAUST_PRIVATE_NAMES or (
+                    name == "buffer" and isinstance(node.value, ast.Attribute) and node.value.attr == "producer"):
+                out.append(f"{node.lineno}: .{name}")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("faust", "mode"):
+            out += [f"{node.lineno}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+            if any(part.startswith("_") or part in ("drivers", "transport") for part in node.module.split(".")):
+                out.append(f"{node.lineno}: {node.module}")
+    return sorted(out, key=lambda s: int(s.split(":")[0]))
+
+
+def test_faust_internals_are_touched_in_one_module_only() -> None:
+    src = _sources()
+    assert FAUST_INTERNALS_MODULE in src
+    found = {m: private_uses(p) for m, p in src.items() if m.startswith("riskmon.streams") and m != FAUST_INTERNALS_MODULE}
+    assert {m: v for m, v in found.items() if v} == {}
+    assert len(private_uses(src[FAUST_INTERNALS_MODULE])) >= 10  # the scan does see them where they are
+
+
+def test_the_scan_catches_a_private_touch(tmp_path: pathlib.Path) -> None:
+    f = tmp_path / "x.py"
+    f.write_text("from faust.streams import _current_event\nfrom faust.transport.consumer import Consumer\n"
+                 "def f(app, self):\n    app.consumer._committed_offset.get(1)\n    self._mine = app.producer.buffer\n")
+    assert private_uses(f) == ["1: faust.streams._current_event", "2: faust.transport.consumer", "4: ._committed_offset",
+                               "5: .buffer"]
+
+
+def test_faust_internals_refuse_another_faust_version() -> None:
+    from riskmon.streams import faust_internals
+
+    faust_internals.check_version(faust_internals.FAUST_VERSION)
+    try:
+        faust_internals.check_version("0.16.0")
+    except RuntimeError as exc:
+        assert "faust-streaming 0.15.3" in str(exc) and "0.16.0 is installed" in str(exc) and "\n" not in str(exc)
+    else:
+        raise AssertionError("another Faust version was accepted")
+
+
+def test_the_adapters_do_not_import_the_tools() -> None:
+    """bench, soak, evaluate and report sit in streams/tools; only the CLI reaches them."""
+    edges, _ = graph()
+    tools = {m for m in edges if m.startswith("riskmon.streams.tools.")}
+    assert {"riskmon.streams.tools.bench", "riskmon.streams.tools.report"} <= tools
+    adapters = [m for m in edges if m.startswith("riskmon.streams") and m not in tools
+                and m not in ("riskmon.streams.cli", "riskmon.streams.tools")]
+    assert {m: sorted(edges[m] & tools) for m in adapters if edges[m] & tools} == {}

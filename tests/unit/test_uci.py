@@ -88,7 +88,7 @@ def test_every_client_becomes_valid_events(rows: list[dict[str, int]]) -> None:
 
 
 def test_evaluation_runs_and_prints_its_table(rows: list[dict[str, int]], tmp_path: pathlib.Path) -> None:
-    from riskmon.streams.evaluate_uci import evaluate_uci, format_result
+    from riskmon.streams.tools.evaluate_uci import evaluate_uci, format_result
 
     small = tmp_path / "uci.csv"
     with open(small, "w", newline="") as f:

@@ -26,7 +26,7 @@ from riskmon.models.vocabulary import SEVERITY, STATE_OF_ACTION
 
 __all__ = ["DEFAULT_DATA", "UciResult", "evaluate_uci", "format_result"]
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci-credit-default" / "default_of_credit_card_clients.csv"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "uci-credit-default" / "default_of_credit_card_clients.csv"
 RAW_COLUMNS = ["LIMIT_BAL", "SEX", "EDUCATION", "MARRIAGE", "AGE"] + [c for m in MONTHS for c in m]
 _SEVERITY = {action: SEVERITY[state] for action, state in STATE_OF_ACTION.items()}
 

@@ -19,7 +19,7 @@ from riskmon.models.vocabulary import ACTIONS, STATES, STATUSES
 if TYPE_CHECKING:
     from riskmon.models.step import StepResult
 
-    from .replay import ReplaySummary
+    from ..replay import ReplaySummary
 
 __all__ = ["ReportCollector", "render_html"]
 
@@ -51,7 +51,7 @@ class ReportCollector:
         if self.first_ts is None:
             self.first_ts = ts
         self.last_ts = max(self.last_ts, ts)
-        week = self._week(ts)
+        week = self.week_of(ts)
         s = result.state
         old = self.status_of.get(s["id"])
         if old != s["status"]:
@@ -73,7 +73,7 @@ class ReportCollector:
                     labels.append(int(o.default))
                     scores.append(o.score)
 
-    def _week(self, ts: int) -> int:
+    def week_of(self, ts: int) -> int:
         return (ts - (self.first_ts or ts)) // (7 * DAY_MS)
 
     def week_start(self, week: int) -> str:
@@ -178,7 +178,7 @@ def log_bar_chart(title: str, x_labels: list[str], values: list[float], colour: 
 # -- the page -------------------------------------------------------------------
 
 def render_html(data: ReportCollector, summary: ReplaySummary, source: str) -> str:
-    weeks = list(range(data._week(data.last_ts) + 1)) if data.first_ts is not None else []
+    weeks = list(range(data.week_of(data.last_ts) + 1)) if data.first_ts is not None else []
     week_labels = [data.week_start(w) for w in weeks]
     per_week = {a: [float(data.decisions_by_week.get((w, a), 0)) for w in weeks] for a in ACTIONS
                 if any(data.decisions_by_week.get((w, a)) for w in weeks)}

@@ -26,11 +26,11 @@ from riskmon.models.engine import Engine
 from riskmon.models.events import event_order
 from riskmon.models.simulate import simulate
 
-from .broker import EmbeddedBroker
-from .produce import produce
-from .settings import Settings
-from .topics import create_topics
-from .worker import start_worker_process
+from ..broker import EmbeddedBroker
+from ..produce import produce
+from ..settings import Settings
+from ..topics import create_topics
+from ..worker import start_worker_process
 
 __all__ = ["run_bench"]
 
@@ -150,7 +150,7 @@ async def bench_faust(bootstrap: str, lines: list[bytes], tag: str) -> float:
     src, dst = await _filled_pair(bootstrap, f"bench.{tag}.faust", lines)
     env = dict(os.environ, BENCH_APP_ID=f"bench-{tag}-faust", BENCH_BROKER=bootstrap, BENCH_IN=src, BENCH_OUT=dst,
                BENCH_DATADIR=tempfile.mkdtemp(prefix="riskmon-bench-"))
-    proc = subprocess.Popen([sys.executable, "-m", "riskmon.streams.bench_faust", "worker", "-l", "error"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "riskmon.streams.tools.bench_faust", "worker", "-l", "error"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # From the first output record to the last: start-up and group join are not throughput.
@@ -195,7 +195,7 @@ async def _committed(bootstrap: str, group: str, topics: list[str], partitions: 
 
 async def bench_worker_throughput(bootstrap: str, log: Path, kind: str, tag: str) -> dict[str, float]:
     """Sustained events/s of one worker: the whole log waiting in the input topics, then drained."""
-    from .broker import free_port
+    from ..broker import free_port
 
     s = Settings(broker_kind=kind, topic_prefix=f"bench.{tag}.e2e", app_id=f"bench-{tag}-e2e",
                  datadir=Path(tempfile.mkdtemp(prefix="riskmon-bench-")), web_port=free_port())
@@ -228,7 +228,7 @@ async def bench_worker_throughput(bootstrap: str, log: Path, kind: str, tag: str
 async def bench_worker_latency(bootstrap: str, events: list[dict[str, Any]], rate: float, kind: str, tag: str,
                                seconds: float) -> dict[str, float]:
     """Produce at a fixed rate; latency from sending an event to consuming the decision it caused."""
-    from .broker import free_port
+    from ..broker import free_port
 
     s = Settings(broker_kind=kind, topic_prefix=f"bench.{tag}.lat", app_id=f"bench-{tag}-lat",
                  datadir=Path(tempfile.mkdtemp(prefix="riskmon-bench-")), web_port=free_port())

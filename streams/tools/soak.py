@@ -22,11 +22,11 @@ from typing import IO
 from riskmon.models.codec import dumps
 from riskmon.models.simulate import simulate
 
-from .broker import EmbeddedBroker, free_port
-from .produce import produce
-from .settings import Settings
-from .topics import create_topics
-from .worker import start_worker_process, stop_process
+from ..broker import EmbeddedBroker, free_port
+from ..produce import produce
+from ..settings import Settings
+from ..topics import create_topics
+from ..worker import start_worker_process, stop_process
 
 __all__ = ["soak", "Sample"]
 
