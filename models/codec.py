@@ -26,12 +26,15 @@ from .errors import RejectReason, Rejected
 from .units import DAY_MS
 from .vocabulary import GUARDABLE
 from .events import (
+    CASH_FLOW_KINDS,
     CONTROL_TYPES,
     CURRENCIES,
     EVENT_TYPES,
     TRANSACTION_TYPES,
     AccountOpened,
+    BalanceReport,
     BreakerCommand,
+    CashFlow,
     DpdReport,
     Event,
     InstalmentDue,
@@ -54,7 +57,10 @@ __all__ = [
 DEFAULT_MAX_RECORD_BYTES = 16_384
 # Larger than any consumer line anywhere (10 billion units): beyond it is a bug upstream.
 MAX_AMOUNT_MINOR = 10**12
-_MIN_TS = 946_684_800_000  # 2000-01-01
+# Event times run from 1900 (a bank's oldest books) to 2100; a year outside is a typo
+# upstream (0205, 20250). A live worker also refuses events dated more than
+# RISKMON_MAX_FUTURE_S ahead of its clock (replay has no clock to ask).
+_MIN_TS = -2_208_988_800_000  # 1900-01-01
 _MAX_TS = 4_102_444_800_000  # 2100-01-01
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
 _TEXT_MAX = 128
@@ -82,9 +88,11 @@ def parse_ts(value: Any, name: str = "ts") -> int:
         raise Rejected(RejectReason.BAD_TIMESTAMP, f"field '{name}' is not RFC 3339: {value[:40]!r}") from None
     if dt.tzinfo is None:
         raise Rejected(RejectReason.BAD_TIMESTAMP, f"field '{name}' has no UTC offset: {value[:40]!r}")
+    if not 1900 <= dt.year <= 2100:  # before the arithmetic: year 1 minus an offset overflows
+        raise Rejected(RejectReason.BAD_TIMESTAMP, f"field '{name}' is outside 1900..2100: {value[:40]!r}")
     ms = int(dt.timestamp() * 1000)
     if not _MIN_TS <= ms < _MAX_TS:
-        raise Rejected(RejectReason.BAD_TIMESTAMP, f"field '{name}' is outside 2000..2100: {value[:40]!r}")
+        raise Rejected(RejectReason.BAD_TIMESTAMP, f"field '{name}' is outside 1900..2100: {value[:40]!r}")
     return ms
 
 
@@ -125,13 +133,17 @@ def _text(obj: dict[str, Any], name: str, default: str | None = None) -> str:
     return value
 
 
-def _money(obj: dict[str, Any], name: str, allow_zero: bool = False) -> int:
-    """A decimal amount in units with at most two decimals -> integer minor units."""
+def _money(obj: dict[str, Any], name: str, allow_zero: bool = False, currency: str | None = None,
+           signed: bool = False) -> int:
+    """A decimal amount in units -> integer hundredths, with no more decimals than ``currency`` has (at most two)."""
     value = _req(obj, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be a number")
     if isinstance(value, float) and not math.isfinite(value):
         raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' is not finite")
+    if signed:
+        magnitude = _money({name: abs(value)}, name, allow_zero=True, currency=currency)
+        return -magnitude if value < 0 else magnitude
     if value < 0:
         raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' is negative: {value}")
     if value == 0 and not allow_zero:
@@ -142,8 +154,11 @@ def _money(obj: dict[str, Any], name: str, allow_zero: bool = False) -> int:
     minor = round(value * 100)
     if minor == 0 and not allow_zero:  # e.g. 1e-9: positive, but nothing in minor units
         raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' rounds to zero: {value}")
-    if abs(value * 100 - minor) > 1e-6 * max(1.0, abs(value)):
-        raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' has more than two decimals: {value}")
+    decimals = 2 if currency is None else min(CURRENCIES[currency], 2)
+    scale = 10 ** (2 - decimals)
+    if abs(value * 100 - minor) > 1e-6 * max(1.0, abs(value)) or minor % scale:
+        where = "" if currency is None else f" ({currency} has {CURRENCIES[currency]})"
+        raise Rejected(RejectReason.BAD_AMOUNT, f"field '{name}' has more than {decimals} decimals{where}: {value}")
     return int(minor)
 
 
@@ -152,27 +167,49 @@ def _currency(obj: dict[str, Any]) -> str:
     if not isinstance(value, str):
         raise Rejected(RejectReason.WRONG_TYPE, "field 'currency' must be a string")
     if value not in CURRENCIES:
-        raise Rejected(RejectReason.UNKNOWN_CURRENCY, f"currency {value[:8]!r} is not one the platform books")
+        raise Rejected(RejectReason.UNKNOWN_CURRENCY, f"currency {value[:8]!r} is not an ISO 4217 currency with a minor unit")
+    return value
+
+
+def _kind(obj: dict[str, Any], type_: str) -> str:
+    value = _text(obj, "kind", "other")
+    if value not in CASH_FLOW_KINDS[type_]:
+        raise Rejected(RejectReason.WRONG_TYPE, f"field 'kind' of a {type_} must be one of {', '.join(CASH_FLOW_KINDS[type_])}")
     return value
 
 
 def _transaction(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
     merchant = o.get("merchant")
+    cur = _currency(o)
     return Transaction(
-        t, eid, aid, ts, _money(o, "amount"), _currency(o), _text(o, "channel"),
+        t, eid, aid, ts, _money(o, "amount", currency=cur), cur, _text(o, "channel"),
         None if merchant is None else _text(o, "merchant"),
     )
+
+
+def _cash_flow(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
+    cur = _currency(o)
+    balance = None if o.get("balance") is None else _money(o, "balance", currency=cur, signed=True)
+    return CashFlow(t, eid, aid, ts, _money(o, "amount", currency=cur), cur, _kind(o, t), balance)
+
+
+def _balance_report(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
+    cur = _currency(o)
+    return BalanceReport(t, eid, aid, ts, _money(o, "balance", currency=cur, signed=True), cur)
 
 
 def _instalment_due(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
     due_ts = _parse_date_end(_req(o, "due_date"), "due_date")
     if due_ts <= ts:
         raise Rejected(RejectReason.BAD_TIMESTAMP, "field 'due_date' is not after the statement time")
-    return InstalmentDue(t, eid, aid, ts, _ident(o, "instalment_id"), _money(o, "amount"), _currency(o), due_ts)
+    cur = _currency(o)
+    return InstalmentDue(t, eid, aid, ts, _ident(o, "instalment_id"), _money(o, "amount", currency=cur), cur, due_ts)
 
 
 def _payment(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
-    return Payment(t, eid, aid, ts, _money(o, "amount"), _currency(o), _text(o, "channel", "unknown"))
+    cur = _currency(o)
+    iid = None if o.get("instalment_id") is None else _ident(o, "instalment_id")
+    return Payment(t, eid, aid, ts, _money(o, "amount", currency=cur), cur, _text(o, "channel", "unknown"), iid)
 
 
 def _dpd_report(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
@@ -191,7 +228,8 @@ def _account_opened(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> E
     for k, v in attrs.items():
         if isinstance(v, bool) or not isinstance(v, (int, float, str)) or (isinstance(v, float) and not math.isfinite(v)):
             raise Rejected(RejectReason.WRONG_TYPE, f"attribute {k[:32]!r} must be a finite number or a string")
-    return AccountOpened(t, eid, aid, ts, _money(o, "limit"), _currency(o), dict(attrs))
+    cur = _currency(o)
+    return AccountOpened(t, eid, aid, ts, _money(o, "limit", currency=cur), cur, dict(attrs))
 
 
 def _limit_changed(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
@@ -217,6 +255,10 @@ def _breaker_command(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> 
 
 _BUILDERS: dict[str, Callable[[dict[str, Any], str, str, str, int], Event]] = {
     **{t: _transaction for t in TRANSACTION_TYPES},
+    "inflow": _cash_flow,
+    "outflow": _cash_flow,
+    "charge": _cash_flow,
+    "balance_report": _balance_report,
     "instalment_due": _instalment_due,
     "payment": _payment,
     "dpd_report": _dpd_report,

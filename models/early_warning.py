@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .decisions import Reason
 from .dpd import bucket
-from .features import FEATURE_NAMES, FEATURE_TEXT
+from .featurespec import BUILTINS, FeatureSpec, default_spec
 from .policy import Policy
 from .state import AccountState
 from .units import DAY_MS
@@ -100,15 +100,18 @@ def next_state(
 
 
 
-def score_drivers(contributions: dict[str, float], top: int = 3, floor: float = 0.1) -> list[Reason]:
+def score_drivers(contributions: dict[str, float], spec: FeatureSpec | None = None, top: int = 3,
+                  floor: float = 0.1) -> list[Reason]:
     """The features that pushed the score up most, as reasons.
 
     >>> [r.code for r in score_drivers({"dpd_months": 1.2, "utilisation": 0.3, "on_time_streak": -2.0})]
     ['DRIVER_DPD_MONTHS', 'DRIVER_UTILISATION']
     """
+    spec = spec or default_spec()
+    texts = {**BUILTINS, **spec.texts}
     ranked = sorted(((c, k) for k, c in contributions.items() if c >= floor), reverse=True)[:top]
     return [
-        Reason(f"DRIVER_{k.upper()}", f"{FEATURE_TEXT[k]} raised the risk score (+{c:.2f} log-odds)", 0)
+        Reason(f"DRIVER_{k.upper()}", f"{texts[k]} raised the risk score (+{c:.2f} log-odds)", 0)
         for c, k in ranked
-        if k in FEATURE_NAMES
+        if k in texts
     ]

@@ -7,6 +7,7 @@ every partition, for the same reason).
 from __future__ import annotations
 
 from .events import Event, is_broadcast
+from .featurespec import FeatureSpec
 from .monitor import Monitor
 from .partitioning import partition_for
 from .policy import Policy
@@ -23,11 +24,13 @@ class Engine:
     caller reports them and goes on.
     """
 
-    def __init__(self, partitions: int = 4, policy: Policy | None = None, checkpoint_every: int = 500, bad_dpd: int = 30) -> None:
+    def __init__(self, partitions: int = 4, policy: Policy | None = None, checkpoint_every: int = 500, bad_dpd: int = 30,
+                 spec: FeatureSpec | None = None) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
         self.partitions = partitions
-        self.monitors = [Monitor(f"p{i}", policy, checkpoint_every=checkpoint_every, bad_dpd=bad_dpd) for i in range(partitions)]
+        self.monitors = [Monitor(f"p{i}", policy, checkpoint_every=checkpoint_every, bad_dpd=bad_dpd, spec=spec)
+                         for i in range(partitions)]
         self.states: dict[str, AccountState] = {}
         self._partition: dict[str, int] = {}  # murmur2 in Python costs 3 us; an account's never changes
 

@@ -8,14 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from iso4217 import Currency
+
 __all__ = [
     "TRANSACTION_TYPES",
+    "CASH_FLOW_TYPES",
     "REPAYMENT_TYPES",
     "LIFECYCLE_TYPES",
     "CONTROL_TYPES",
     "EVENT_TYPES",
     "CURRENCIES",
     "Transaction",
+    "CashFlow",
+    "BalanceReport",
     "InstalmentDue",
     "Payment",
     "DpdReport",
@@ -33,10 +38,19 @@ __all__ = [
 ]
 
 TRANSACTION_TYPES = ("drawdown", "purchase", "refund", "limit_request")
+# Money moving on the current or deposit account linked to the line (they travel on the
+# transactions topic): what came in, what went out, what the bank charged, and its balance.
+CASH_FLOW_TYPES = ("inflow", "outflow", "charge", "balance_report")
 REPAYMENT_TYPES = ("instalment_due", "payment", "dpd_report")
 LIFECYCLE_TYPES = ("account_opened", "limit_changed")
 CONTROL_TYPES = ("policy_update", "breaker_command")
-EVENT_TYPES = TRANSACTION_TYPES + REPAYMENT_TYPES + LIFECYCLE_TYPES + CONTROL_TYPES
+EVENT_TYPES = TRANSACTION_TYPES + CASH_FLOW_TYPES + REPAYMENT_TYPES + LIFECYCLE_TYPES + CONTROL_TYPES
+# What each cash-flow type's ``kind`` may be ("other" when a ledger has no finer code).
+CASH_FLOW_KINDS = {
+    "inflow": ("salary", "pension", "benefit", "transfer", "interest", "refund", "cash", "other"),
+    "outflow": ("card", "cash", "transfer", "household", "loan_payment", "other"),
+    "charge": ("fee", "interest", "penalty_interest", "insurance", "other"),
+}
 
 # Each category travels on its own topic. At equal event time, events apply in
 # this order (control first, so a policy in force from T governs events at T),
@@ -45,6 +59,7 @@ CATEGORY = {
     **{t: "control" for t in CONTROL_TYPES},
     **{t: "lifecycle" for t in LIFECYCLE_TYPES},
     **{t: "transactions" for t in TRANSACTION_TYPES},
+    **{t: "transactions" for t in CASH_FLOW_TYPES},
     **{t: "repayments" for t in REPAYMENT_TYPES},
 }
 CATEGORY_RANK = {"control": 0, "lifecycle": 1, "transactions": 2, "repayments": 3}
@@ -59,12 +74,11 @@ def event_order(ts: int, type_: str, seq: int) -> tuple[int, int, int]:
     """
     return (ts, CATEGORY_RANK[CATEGORY[type_]], seq)
 
-# ISO 4217 codes the platform books lines in. Amounts are kept in hundredths of
-# the unit whatever the currency, so that one integer rule serves every book.
-CURRENCIES = frozenset(
-    {"CNY", "HKD", "TWD", "USD", "EUR", "GBP", "JPY", "SGD", "MYR", "THB",
-     "IDR", "PHP", "VND", "KRW", "INR", "AUD", "CAD", "CHF", "NZD", "BRL", "MXN"}
-)
+# Every ISO 4217 currency with a minor unit, and its exponent (decimals), from the
+# iso4217 package (a maintained copy of the ISO table). Amounts are kept in hundredths
+# of the unit whatever the currency, so that one integer rule serves every book; an
+# amount with more decimals than its currency has is refused.
+CURRENCIES: dict[str, int] = {c.code: c.exponent for c in Currency if c.exponent is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +93,36 @@ class Transaction:
     currency: str
     channel: str
     merchant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CashFlow:
+    """Money in (inflow), out (outflow) or charged (charge) on the linked current account.
+
+    ``balance``: the account's running balance after it (minor units, negative when
+    overdrawn), if the ledger gives one.
+    """
+
+    type: str
+    event_id: str
+    account_id: str
+    ts: int
+    amount: int
+    currency: str
+    kind: str
+    balance: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceReport:
+    """The linked current account's balance as of ``ts`` (minor units, negative when overdrawn)."""
+
+    type: str
+    event_id: str
+    account_id: str
+    ts: int
+    balance: int
+    currency: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +141,7 @@ class InstalmentDue:
 
 @dataclass(frozen=True, slots=True)
 class Payment:
-    """Money paid back; allocated to the oldest open instalment first."""
+    """Money paid back; allocated to ``instalment_id`` first when the ledger names it, then oldest first."""
 
     type: str
     event_id: str
@@ -106,6 +150,7 @@ class Payment:
     amount: int
     currency: str
     channel: str
+    instalment_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +214,7 @@ class BreakerCommand:
     account_id: str = "control"
 
 
-AccountEvent = Union[Transaction, InstalmentDue, Payment, DpdReport, AccountOpened, LimitChanged]
+AccountEvent = Union[Transaction, CashFlow, BalanceReport, InstalmentDue, Payment, DpdReport, AccountOpened, LimitChanged]
 ControlEvent = Union[PolicyUpdate, BreakerCommand]
 Event = Union[AccountEvent, ControlEvent]
 

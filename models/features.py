@@ -1,4 +1,9 @@
-"""The model's view of an account: a fixed vector of named features.
+"""The model's view of an account: named features, built in and declared.
+
+The built-in credit-line features (:data:`BUILTINS`) are computed here; the
+feature specification (``models/data/default_features.toml``, see
+:mod:`riskmon.models.featurespec`) chooses which of them the model sees and
+declares the windowed aggregates beside them.
 
 A vector kept for delayed learning (at a statement) is rounded to 4 decimals
 to keep the state small, and that rounded vector is the one scored, so the
@@ -7,54 +12,27 @@ model later learns on exactly what it scored.
 from __future__ import annotations
 
 import math
+from math import log1p
 
+from .featurespec import BUILTINS, FeatureSpec, default_spec, load_spec
 from .state import I_AMOUNT, I_DUE_TS, I_PAID, AccountState
 from .units import MONTH_MS
 from .velocity import INDEX
 
-__all__ = ["FEATURE_NAMES", "FEATURE_TEXT", "features", "rounded"]
+__all__ = ["BUILTINS", "FEATURE_NAMES", "FEATURE_TEXT", "builtin_values", "default_spec", "features", "load_spec", "rounded",
+           "vector"]
 
-# Every feature, named once, with how a reason code says it: the order is the vector's layout.
-FEATURE_TEXT = {
-    "utilisation": "utilisation of the limit",
-    "dpd_months": "days past due",
-    "max_dpd_months": "worst days past due",
-    "in_arrears": "being in arrears",
-    "arrears_over_30": "arrears over 30 days",
-    "late_payments": "late payments",
-    "missed_instalments": "missed instalments",
-    "partial_payments": "partial payments",
-    "on_time_payments": "few on-time payments",
-    "on_time_streak": "a short on-time streak",
-    "payment_to_due": "a low payment-to-due ratio",
-    "months_since_on_time": "time since the last on-time payment",
-    "drawdowns_1h": "drawdowns in the last hour",
-    "drawdowns_24h": "drawdowns in the last day",
-    "drawdowns_30d": "drawdowns in the last month",
-    "limit_requests_24h": "limit requests in the last day",
-    "limit_requests_30d": "limit requests in the last month",
-    "drawdown_amount_to_limit": "amount drawn this month against the limit",
-    "unpaid_due_to_limit": "unpaid amount due against the limit",
-    "account_age_months": "a young account",
-    "repaid_share_30d": "little of the balance repaid this month",
-}
-FEATURE_NAMES = tuple(FEATURE_TEXT)
 
 _I_DD1, _I_DD24, _I_DD30 = INDEX["drawdowns_1h"], INDEX["drawdowns_24h"], INDEX["drawdowns_30d"]
 _I_LR24, _I_LR30 = INDEX["limit_requests_24h"], INDEX["limit_requests_30d"]
 _I_AMT, _I_DUE, _I_PAID = INDEX["drawdown_amount_30d"], INDEX["due_90d"], INDEX["paid_90d"]
 _I_PAID30 = INDEX["paid_30d"]
 _MONTH = MONTH_MS
+_ALL = tuple(BUILTINS)
 
 
-def features(s: AccountState) -> dict[str, float]:
-    """The features of ``s`` at its own clock, by name, in :data:`FEATURE_NAMES` order (a test holds them to it).
-
-    >>> from riskmon.models.state import new_state
-    >>> x = features(new_state("a1", "CNY", 0, 500_000))
-    >>> tuple(x) == FEATURE_NAMES, x["utilisation"], x["payment_to_due"]
-    (True, 0.0, 1.0)
-    """
+def builtin_values(s: AccountState) -> dict[str, float]:
+    """Every built-in feature of ``s`` at its own clock, by name, in :data:`BUILTINS` order (a test holds them to it)."""
     limit = max(s["limit"], 1)
     v = s["v"]
     now = s["ts"]
@@ -63,36 +41,74 @@ def features(s: AccountState) -> dict[str, float]:
         if inst[I_DUE_TS] <= now:
             unpaid += inst[I_AMOUNT] - inst[I_PAID]
     due = v[_I_DUE]
+    met, late, missed = s["on_time"], s["late"], s["missed"]
+    fell_due = met + late + missed  # nothing has fallen due yet: no time counts as "since on time"
+    bal, dpd, max_dpd = s["bal"], s["dpd"], s["max_dpd"]
+    util = bal / limit
+    paid30 = v[_I_PAID30]
+    # Caps written out (not min()): this runs on every event.
     return {
-        "utilisation": min(s["bal"] / limit, 2.0),
-        "dpd_months": min(s["dpd"] / 30, 6.0),
-        "max_dpd_months": min(s["max_dpd"] / 30, 6.0),
-        "in_arrears": 1.0 if s["dpd"] > 0 else 0.0,
-        "arrears_over_30": 1.0 if s["dpd"] > 30 else 0.0,
-        "late_payments": math.log1p(s["late"]),
-        "missed_instalments": math.log1p(s["missed"]),
-        "partial_payments": math.log1p(s["partial"]),
-        "on_time_payments": math.log1p(s["on_time"]),
-        "on_time_streak": min(s["streak"], 12) / 12,
+        "utilisation": util if util < 2.0 else 2.0,
+        "dpd_months": dpd / 30 if dpd < 180 else 6.0,
+        "max_dpd_months": max_dpd / 30 if max_dpd < 180 else 6.0,
+        "in_arrears": 1.0 if dpd > 0 else 0.0,
+        "arrears_over_30": 1.0 if dpd > 30 else 0.0,
+        "late_payments": log1p(late),
+        "missed_instalments": log1p(missed),
+        "partial_payments": log1p(s["partial"]),
+        "on_time_payments": log1p(met),
+        "on_time_streak": (s["streak"] if s["streak"] < 12 else 12) / 12,
         "payment_to_due": min(v[_I_PAID] / due, 2.0) if due > 1.0 else 1.0,
-        "months_since_on_time": min((now - s["last_ok"]) / _MONTH, 12.0),
-        "drawdowns_1h": math.log1p(v[_I_DD1]),
-        "drawdowns_24h": math.log1p(v[_I_DD24]),
-        "drawdowns_30d": math.log1p(v[_I_DD30]),
-        "limit_requests_24h": math.log1p(v[_I_LR24]),
-        "limit_requests_30d": math.log1p(v[_I_LR30]),
+        "months_since_on_time": min((now - s["last_ok"]) / _MONTH, 12.0) if fell_due else 0.0,
+        "drawdowns_1h": log1p(v[_I_DD1]),
+        "drawdowns_24h": log1p(v[_I_DD24]),
+        "drawdowns_30d": log1p(v[_I_DD30]),
+        "limit_requests_24h": log1p(v[_I_LR24]),
+        "limit_requests_30d": log1p(v[_I_LR30]),
         "drawdown_amount_to_limit": min(v[_I_AMT] / limit, 5.0),
         "unpaid_due_to_limit": min(unpaid / limit, 2.0),
         "account_age_months": min((now - s["opened"]) / _MONTH, 24.0),
         # Of what was owed a month ago (now drawn + since repaid), the share repaid.
-        "repaid_share_30d": v[_I_PAID30] / (s["bal"] + v[_I_PAID30]) if s["bal"] + v[_I_PAID30] > 100 else 1.0,
+        "repaid_share_30d": paid30 / (bal + paid30) if bal + paid30 > 100 else 1.0,
+        "on_time_share": met / fell_due if fell_due else 1.0,
+        "linked_account": 0.0 if s["cb"] is None else 1.0,
+        # The lender's own judgement when it set the limit (log of units of the currency).
+        "limit_size": log1p(s["limit"] / 100),
     }
 
 
-def rounded(x: list[float]) -> list[float]:
-    """The vector as it is kept in the state.
+def vector(s: AccountState, spec: FeatureSpec) -> list[float]:
+    """The values of ``spec.names`` for ``s``, in that order: what the model scores."""
+    b = builtin_values(s)
+    head = list(b.values()) if spec.builtins == _ALL else [b[n] for n in spec.builtins]
+    return head + spec.values(s["a"], s["ts"], s["limit"], s["cb"], s["bal"])
 
-    >>> rounded([0.123456, 2.0])
-    [0.1235, 2.0]
+
+def features(s: AccountState, spec: FeatureSpec | None = None) -> dict[str, float]:
+    """The features ``spec`` declares (the default specification's if None), by name, in ``spec.names`` order.
+
+    >>> from riskmon.models.state import new_state
+    >>> x = features(new_state("a1", "CNY", 0, 500_000))
+    >>> tuple(x) == FEATURE_NAMES, x["utilisation"], x["payment_to_due"], x["min_balance_90d"]
+    (True, 0.0, 1.0, 0.0)
     """
-    return [round(f, 4) for f in x]
+    spec = spec or default_spec()
+    return dict(zip(spec.names, vector(s, spec)))
+
+
+def rounded(x: list[float]) -> list[float]:
+    """The vector as it is kept in the state: 4 decimals, and whole numbers as integers (``0`` is
+    three bytes shorter than ``0.0`` in JSON, and most features of most accounts are 0).
+
+    >>> rounded([0.123456, 2.0, -0.0])
+    [0.1235, 2, 0]
+    """
+    out: list[float] = []
+    for f in x:
+        r = round(f, 4)
+        out.append(int(r) if isinstance(r, float) and r.is_integer() else r)
+    return out
+
+
+FEATURE_NAMES = default_spec().names
+FEATURE_TEXT = {**BUILTINS, **default_spec().texts}

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from .breaker import Breaker
 from .errors import RejectReason, Rejected
 from .events import AccountEvent, BreakerCommand, Event, PolicyUpdate
-from .features import FEATURE_NAMES as _NAMES
+from .featurespec import FeatureSpec, default_spec
 from .policy import Policy, default_policy
 from .quality import ScoreQuality
 from .risk_model import RiskModel
@@ -52,8 +52,10 @@ class Monitor:
         model: RiskModel | None = None,
         checkpoint_every: int = 500,
         bad_dpd: int = 30,
+        spec: FeatureSpec | None = None,
     ) -> None:
         self.name = name
+        self.spec = spec or default_spec()
         self.model = model if model is not None else RiskModel()
         self.quality = ScoreQuality()
         self.checkpoint_every = checkpoint_every
@@ -129,7 +131,8 @@ class Monitor:
     def resolve(self, state: AccountState, event: BreakerCommand) -> StepResult:
         """Release or drop the move held on one account (see :meth:`command`)."""
         policy = self.policy_at(event.ts)
-        ctx = Context(policy, self.model, self.model_version, self.model.n_learned >= policy.score.min_labels, self.bad_dpd)
+        ctx = Context(policy, self.model, self.model_version, self.model.n_learned >= policy.score.min_labels, self.bad_dpd,
+                      spec=self.spec)
         result = resolve_hold(state, event, ctx)
         self._count(state, result.state)
         return result
@@ -163,7 +166,7 @@ class Monitor:
         ready = self.model.n_learned >= policy.score.min_labels
         open_accounts = sum(n for status, n in self.status.items() if status not in _CLOSED)
         self.breaker.seen(event.ts)
-        ctx = Context(policy, self.model, self.model_version, ready, self.bad_dpd, self.breaker, open_accounts)
+        ctx = Context(policy, self.model, self.model_version, ready, self.bad_dpd, self.breaker, open_accounts, self.spec)
         result = step(state, event, ctx)
         if not result.duplicate:
             self._count(state, result.state)
@@ -172,7 +175,7 @@ class Monitor:
             # features as they were then (point-in-time correct).
             if o.score is not None and self.quality.update(o.default, o.score):
                 result.drift = True
-            self.model.learn_one(dict(zip(_NAMES, o.features)), o.default)
+            self.model.learn_one(dict(zip(self.spec.names, o.features)), o.default)
             self.labels_since_checkpoint += 1
             self.outcomes_seen += 1
         return result
@@ -198,14 +201,15 @@ class Monitor:
             "outcomes_seen": self.outcomes_seen, "policies": self._policies,
             "policy_events": self._policy_events, "checkpoint_every": self.checkpoint_every,
             "bad_dpd": self.bad_dpd, "status": dict(self.status), "breaker": self.breaker.state(),
-            "held": self.held,
+            "held": self.held, "spec": self.spec,
         }
 
     @classmethod
     def restore(cls, data: bytes, quality: bytes | None = None) -> Monitor:
         """A monitor from :meth:`dumps` bytes: it scores exactly as the one saved."""
         snap = pickle.loads(data)
-        m = cls(snap["name"], model=snap["model"], checkpoint_every=snap["checkpoint_every"], bad_dpd=snap["bad_dpd"])
+        m = cls(snap["name"], model=snap["model"], checkpoint_every=snap["checkpoint_every"], bad_dpd=snap["bad_dpd"],
+                spec=snap.get("spec"))
         if "quality" in snap:
             m.quality = snap["quality"]
         elif quality is not None:

@@ -23,7 +23,7 @@ from .errors import RejectReason, Rejected
 from .vocabulary import GUARDABLE
 
 __all__ = [
-    "BehaviourRules", "BreakerRules", "DpdRules", "Policy", "RecoveryRules", "ScoreRules", "UtilisationRules",
+    "ArrearsRules", "BehaviourRules", "BreakerRules", "DpdRules", "Policy", "RecoveryRules", "ScoreRules", "UtilisationRules",
     "VelocityRules", "default_policy", "load_policy",
 ]
 
@@ -100,6 +100,13 @@ class RecoveryRules:
 
 
 @dataclass(frozen=True, slots=True)
+class ArrearsRules:
+    """When an instalment counts as met: what is left unpaid is immaterial."""
+
+    materiality_share: float  # an unpaid remainder at most this share of the instalment settles it
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerRules:
     """The mass-action breaker (models/breaker.py); one 0/1 switch per guardable action."""
 
@@ -117,7 +124,7 @@ class BreakerRules:
 
 _SECTIONS: dict[str, type[Any]] = {
     "dpd": DpdRules, "score": ScoreRules, "velocity": VelocityRules, "utilisation": UtilisationRules,
-    "behaviour": BehaviourRules, "recovery": RecoveryRules, "breaker": BreakerRules,
+    "behaviour": BehaviourRules, "recovery": RecoveryRules, "arrears": ArrearsRules, "breaker": BreakerRules,
 }
 
 
@@ -132,6 +139,7 @@ class Policy:
     utilisation: UtilisationRules
     behaviour: BehaviourRules
     recovery: RecoveryRules
+    arrears: ArrearsRules
     breaker: BreakerRules
 
     @classmethod
@@ -191,6 +199,8 @@ class Policy:
                 problems.append(f"score.{level}_exit must be in 0..score.{level} <= 1 (hysteresis)")
         if not u.watch_exit <= u.watch:
             problems.append("utilisation.watch_exit must not exceed utilisation.watch")
+        if not 0 <= self.arrears.materiality_share < 0.5:
+            problems.append("arrears.materiality_share must be in [0, 0.5)")
         if not 0 < v.exit_factor <= 1:
             problems.append("velocity.exit_factor must be in (0, 1]")
         for action in GUARDABLE:

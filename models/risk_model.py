@@ -50,8 +50,13 @@ class RiskModel(base.Classifier):
     Parameters
     ----------
     learning_rate
-        SGD step size for weights and intercept. 0.003 measured best on the UCI
-        data (test-cohort AUC 0.753; 0.001: 0.752, 0.01: 0.748, 0.03: 0.730).
+        Step size for weights and intercept.
+    optimizer
+        ``"adam"`` (per-feature step sizes: the declared features differ in
+        scale and in how often they move) or ``"sgd"``. On the UCI data with
+        the default features (test-cohort prequential AUC): Adam 0.001 0.776
+        (0.0005: 0.775, 0.002: 0.774); SGD 0.001 0.775, 0.002 0.774, 0.003
+        0.771, 0.005 0.766; AdaGrad 0.01 0.770.
     l2
         L2 penalty.
     max_positive_weight
@@ -68,21 +73,24 @@ class RiskModel(base.Classifier):
 
     def __init__(
         self,
-        learning_rate: float = 0.003,
+        learning_rate: float = 0.001,
         l2: float = 1e-4,
         max_positive_weight: float = 20.0,
         clip: float = 4.0,
         handover_defaults: int = 100,
+        optimizer: str = "adam",
     ) -> None:
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r}")
         self.learning_rate = learning_rate
+        self.optimizer = optimizer
         self.l2 = l2
         self.max_positive_weight = max_positive_weight
         self.clip = clip
         self.handover_defaults = handover_defaults
         self._scaler = preprocessing.StandardScaler()
-        self._clf = linear_model.LogisticRegression(
-            optimizer=optim.SGD(learning_rate), l2=l2, intercept_lr=learning_rate
-        )
+        opt = optim.Adam(learning_rate) if optimizer == "adam" else optim.SGD(learning_rate)
+        self._clf = linear_model.LogisticRegression(optimizer=opt, l2=l2, intercept_lr=learning_rate)
         self._n_pos = 0
         self._n_neg = 0
         self._fast: Any = None
@@ -119,29 +127,35 @@ class RiskModel(base.Classifier):
         fast = self.__dict__.get("_fast")
         if fast is None or fast[0] is not names:
             means, vars_, weights = self._scaler.means, self._scaler.vars, self._clf.weights
+            # Only the terms that can move the score: a feature with no spread scales to 0, and a
+            # weight of 0 adds 0 (features a portfolio never sees, like a current account it has not).
+            learned_terms = []
+            for i, n in enumerate(names):
+                sd = vars_[n] ** 0.5 if vars_.get(n, 0.0) else 0.0
+                w = weights.get(n, 0.0)
+                if sd and w:
+                    learned_terms.append((i, means.get(n, 0.0), sd, w))
             fast = self._fast = (
                 names,
-                [means[n] if n in means else 0.0 for n in names],
-                [vars_[n] ** 0.5 if vars_.get(n, 0.0) else 0.0 for n in names],
-                [weights.get(n, 0.0) for n in names],
-                [EXPERT_SCORECARD.get(n, 0.0) for n in names],
+                tuple(learned_terms),
+                tuple((i, EXPERT_SCORECARD[n]) for i, n in enumerate(names) if EXPERT_SCORECARD.get(n, 0.0)),
                 self._clf.intercept,
                 math.log(self._positive_weight()),
                 self._learned_share(),
             )
-        _, means_l, sds, ws, expert, intercept, log_pw, a = fast
+        _, terms, expert_terms, intercept, log_pw, a = fast
         c = self.clip
         learned = expert_p = 0.0
         if a > 0.0:
             z = 0.0
-            for xi, m, sd, w in zip(x, means_l, sds, ws):
-                v = (xi - m) / sd if sd else 0.0
+            for i, m, sd, w in terms:
+                v = (x[i] - m) / sd
                 z += w * (-c if v < -c else c if v > c else v)
             learned = _sigmoid(float(intercept + z) - log_pw)
         if a < 1.0:
             z = 0.0
-            for xi, e in zip(x, expert):
-                z += e * xi
+            for i, e in expert_terms:
+                z += e * x[i]
             expert_p = _sigmoid(EXPERT_INTERCEPT + z)
         return _blend(a, learned, expert_p)
 

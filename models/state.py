@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
+from .featurespec import FeatureSpec, default_spec
 from .velocity import COUNTERS
 from .vocabulary import STATES
 
@@ -54,6 +55,9 @@ FIELDS = {
     "ids": "hashes of the most recent event ids (duplicate deliveries)",
     "n": "events applied",
     "hold": "present while a tripped breaker holds a move: [target status, event time held (ms), held decision id]",
+    "a": "the feature specification's aggregates (models.featurespec: layout by the spec)",
+    "cb": "balance of the linked current account (minor units, negative when overdrawn); null until known",
+    "line": "1 once the credit line is open; 0 for a current account whose line has not opened yet",
 }
 
 
@@ -83,17 +87,21 @@ class AccountState(TypedDict):
     score: float
     ids: list[int]
     n: int
+    a: list[Any]
+    cb: float | None
+    line: int
     hold: NotRequired[list[Any]]
 
 
-def new_state(account_id: str, currency: str, opened_ts: int, limit: int) -> AccountState:
-    """The state of a line that has just opened."""
+def new_state(account_id: str, currency: str, opened_ts: int, limit: int, spec: FeatureSpec | None = None,
+              line: bool = True) -> AccountState:
+    """The state of a line that has just opened (``line=False``: a current account whose line has not)."""
     return AccountState(
         id=account_id, cur=currency, opened=opened_ts, limit=limit, cap=limit, bal=0,
         ts=opened_ts, inst=[], rdpd=0, rts=opened_ts, dpd=0, max_dpd=0, late=0,
         missed=0, partial=0, on_time=0, streak=0, last_ok=opened_ts,
         v=[0.0] * len(COUNTERS), status=STATES[0].name, since=opened_ts, good=0,
-        score=0.0, ids=[], n=0,
+        score=0.0, ids=[], n=0, a=(spec or default_spec()).new_state(), cb=None, line=1 if line else 0,
     )
 
 
@@ -103,4 +111,5 @@ def copy_state(s: AccountState) -> AccountState:
     c["inst"] = [list(i) for i in s["inst"]]
     c["v"] = list(s["v"])
     c["ids"] = list(s["ids"])
+    c["a"] = list(s["a"])
     return c

@@ -18,8 +18,12 @@ from .decisions import Decision, Reason, decision_id
 from .dpd import days_between
 from .early_warning import next_state, score_drivers
 from .errors import RejectReason, Rejected
-from .events import AccountEvent, AccountOpened, BreakerCommand, DpdReport, InstalmentDue, LimitChanged, Payment, Transaction
-from .features import FEATURE_NAMES, features, rounded
+from .events import (
+    AccountEvent, AccountOpened, BalanceReport, BreakerCommand, CashFlow, DpdReport, InstalmentDue, LimitChanged, Payment,
+    Transaction,
+)
+from .features import rounded, vector
+from .featurespec import FeatureSpec, default_spec
 from .policy import Policy
 from .risk_model import RiskModel
 from .state import I_AMOUNT, I_DUE_TS, I_ID, I_LABELLED, I_MISSED, I_PAID, I_SCORE, I_X, AccountState, Instalment, copy_state, new_state
@@ -53,6 +57,7 @@ class Context:
     bad_dpd: int = 30  # an instalment this many days past due is a bad outcome
     breaker: Breaker | None = None  # the shard's mass-action breaker (None: no guard)
     open_accounts: int = 0  # the shard's accounts not closed, for the breaker's share rule
+    spec: FeatureSpec = field(default_factory=default_spec)  # the features the model sees
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +100,20 @@ def event_hash(event_id: str) -> int:
 def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepResult:
     """Apply one account event. Raises :class:`Rejected` for events the account cannot take."""
     h = event_hash(event.event_id)
+    spec = ctx.spec
     if state is None:
-        if not isinstance(event, AccountOpened):
+        if isinstance(event, AccountOpened):
+            s = new_state(event.account_id, event.currency, event.ts, event.limit, spec)
+        elif isinstance(event, (CashFlow, BalanceReport)):
+            # The current account's history can come before its credit line: it builds the
+            # account's cash-flow features, and the line opens with them in hand.
+            s = new_state(event.account_id, event.currency, event.ts, 0, spec, line=False)
+        else:
             raise Rejected(RejectReason.UNKNOWN_ACCOUNT, f"{event.type} for account {event.account_id!r}, which never opened")
-        s = new_state(event.account_id, event.currency, event.ts, event.limit)
     else:
         if h in state["ids"]:
             return StepResult(state, duplicate=True)
-        if isinstance(event, AccountOpened):
+        if isinstance(event, AccountOpened) and state["line"]:
             raise Rejected(RejectReason.ACCOUNT_EXISTS, f"account {event.account_id!r} is already open")
         currency = getattr(event, "currency", None)
         if currency is not None and currency != state["cur"]:
@@ -110,7 +121,9 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
         s = copy_state(state)
         # Events may arrive a little out of order; the account clock never runs back.
         if event.ts > s["ts"]:
-            decay(s["v"], event.ts - s["ts"])
+            elapsed = event.ts - s["ts"]
+            decay(s["v"], elapsed)
+            spec.advance(s["a"], elapsed, s["cb"], s["bal"], s["dpd"])
             s["ts"] = event.ts
     now = s["ts"]
     s["ids"].append(h)
@@ -119,12 +132,17 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
     s["n"] += 1
     result = StepResult(s, model_ready=ctx.model_ready, scored=True)
 
+    before, drawn = s["cb"], s["bal"]
     _book(s, event, ctx, result)
+    spec.observe(s["a"], event, now, before, s["cb"], drawn, s["bal"])
+    if not s["line"]:
+        result.scored = False  # no line to judge yet: the history only feeds the features
+        return result
     _age(s, ctx, result)
-    x = list(features(s).values())
+    x = vector(s, spec)
     if isinstance(event, InstalmentDue):
         x = rounded(x)  # kept for learning: score exactly what is kept
-    score = ctx.model.score_vector(FEATURE_NAMES, x)
+    score = ctx.model.score_vector(spec.names, x)
     s["score"] = score
     if isinstance(event, InstalmentDue):
         # The prediction made at the statement is the one its outcome will grade.
@@ -149,7 +167,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
         if hold is not None:
             del s["hold"]  # a later move supersedes the held one
         if ctx.model_ready and SEVERITY[new] > SEVERITY[prev]:
-            reasons = reasons + score_drivers(ctx.model.contributions(dict(zip(FEATURE_NAMES, x))))
+            reasons = reasons + score_drivers(ctx.model.contributions(dict(zip(spec.names, x))), spec)
             s["good"] = 0
         s["status"], s["since"] = new, now
         _set_cap(s, new, ctx.policy)
@@ -194,7 +212,14 @@ def _decision(s: AccountState, ctx: Context, cause_event_id: str, ts: int, actio
 def _book(s: AccountState, e: AccountEvent, ctx: Context, r: StepResult) -> None:
     """The ledger effect of the event itself."""
     v = s["v"]
-    if isinstance(e, Transaction):
+    if isinstance(e, CashFlow):
+        if e.balance is not None:
+            s["cb"] = e.balance
+        elif s["cb"] is not None:
+            s["cb"] += e.amount if e.type == "inflow" else -e.amount
+    elif isinstance(e, BalanceReport):
+        s["cb"] = e.balance
+    elif isinstance(e, Transaction):
         if e.type in ("drawdown", "purchase"):
             s["bal"] += e.amount
             for i in _I_DD:
@@ -222,36 +247,47 @@ def _book(s: AccountState, e: AccountEvent, ctx: Context, r: StepResult) -> None
     elif isinstance(e, Payment):
         s["bal"] = max(0, s["bal"] - e.amount)
         v[_I_PAID30] += e.amount
-        _allocate(s, e.amount, e.ts, r)
+        _allocate(s, e.amount, e.ts, r, ctx.policy, e.instalment_id)
     elif isinstance(e, DpdReport):
         s["rdpd"], s["rts"] = e.days_past_due, e.ts
         if e.days_past_due == 0:
             # The ledger is authoritative: an account it reports current after a
-            # due date met that instalment (its minimum), whatever our own
-            # booking of payments says.
+            # due date met that instalment, whatever our own booking of payments
+            # says: it counts as paid (not as a payment of nothing).
             keep = []
             for inst in s["inst"]:
                 if inst[I_DUE_TS] <= e.ts:
+                    inst[I_PAID] = max(inst[I_PAID], inst[I_AMOUNT])
                     _settle(s, inst, inst[I_DUE_TS] - 1, r)
                 else:
                     keep.append(inst)
             s["inst"] = keep
+    elif isinstance(e, AccountOpened):  # the line of an account whose current account came first
+        s["line"], s["limit"], s["cap"], s["opened"] = 1, e.limit, e.limit, e.ts
+        s["last_ok"] = s["since"] = s["rts"] = e.ts
     elif isinstance(e, LimitChanged):
         s["limit"] = e.limit
         # A line the monitor has not cut takes the new limit; a cut line keeps its cut, within it.
         s["cap"] = e.limit if STATES[SEVERITY[s["status"]]].cap == "limit" else min(s["cap"], e.limit)
 
 
-def _allocate(s: AccountState, amount: int, ts: int, r: StepResult) -> None:
-    """Pay the oldest open instalments first; settle those that are paid.
+def _allocate(s: AccountState, amount: int, ts: int, r: StepResult, p: Policy, named: str | None = None) -> None:
+    """Pay the instalment the payment names first (if open), then the oldest; settle those that are paid.
 
-    The payment-to-due ratio counts an instalment once, when its due date
-    passes or it is settled, whichever is first; payments on an instalment
-    already past due count as they come.
+    An instalment is settled once what is left unpaid is immaterial: under 1.00, or
+    under the policy's ``arrears.materiality_share`` of it (a remainder the ledger
+    would not chase, which would otherwise age into a phantom arrear). The
+    payment-to-due ratio counts an instalment once, when its due date passes or
+    it is settled, whichever is first; payments on an instalment already past
+    due count as they come. Once no open instalment is past due, the arrears
+    the ledger last reported are paid, and stop ageing.
     """
     left = amount
-    keep = []
-    for inst in s["inst"]:
+    order = s["inst"]
+    if named is not None:
+        order = [i for i in order if i[I_ID] == named] + [i for i in order if i[I_ID] != named]
+    share = p.arrears.materiality_share
+    for inst in order:
         owed = inst[I_AMOUNT] - inst[I_PAID]
         if left > 0 and owed > 0:
             pay = min(owed, left)
@@ -259,12 +295,15 @@ def _allocate(s: AccountState, amount: int, ts: int, r: StepResult) -> None:
             left -= pay
             if inst[I_MISSED]:
                 s["v"][_I_PAID] += pay
-        if inst[I_AMOUNT] - inst[I_PAID] < SETTLE_TOLERANCE:
+    keep = []
+    for inst in s["inst"]:
+        unpaid = inst[I_AMOUNT] - inst[I_PAID]
+        if unpaid < SETTLE_TOLERANCE or unpaid <= share * inst[I_AMOUNT]:
             _settle(s, inst, ts, r)
         else:
             keep.append(inst)
     s["inst"] = keep
-    if not keep:
+    if not any(i[I_DUE_TS] <= ts for i in keep):
         s["rdpd"] = 0
 
 
@@ -294,6 +333,8 @@ def _age(s: AccountState, ctx: Context, r: StepResult) -> None:
         days = days_between(inst[I_DUE_TS], now) + 1
         worst = max(worst, days)
         if not inst[I_MISSED]:
+            if s["on_time"] == 0 and s["last_ok"] < inst[I_DUE_TS]:
+                s["last_ok"] = inst[I_DUE_TS]  # time since an on-time payment counts from the first due date
             inst[I_MISSED] = 1
             s["v"][_I_DUE] += inst[I_AMOUNT]
             s["v"][_I_PAID] += inst[I_PAID]

@@ -3,7 +3,7 @@
 Every other list of states, actions and severities (the state machine, the
 decision schema, the breaker, the metrics, the evaluation, the report) is
 derived from :data:`STATES`. Adding a state and its action is one row here;
-``python -m riskmon.models.vocabulary`` then rewrites the enums of the published
+``python -m riskmon.models.contract`` then rewrites the enums of the published
 JSON Schemas (a test fails until it has), and a guardable action needs its
 ``breaker.<action>`` switch in the policy (a test names it).
 
@@ -21,10 +21,7 @@ state any rule calls for, and steps down only when every rule is quiet.
 """
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 __all__ = [
@@ -93,31 +90,3 @@ def cap_for(status: str, limit: int, balance: int, floor_share: float) -> int:
     if cap == "balance":
         return min(limit, balance)
     return 0
-
-
-def schema_enums() -> dict[str, dict[str, list[str]]]:
-    """The enums each published JSON Schema takes from this table: file -> property -> values."""
-    return {
-        "decision.json": {"action": list(ACTIONS), "previous_state": list(STATUSES), "new_state": list(STATUSES)},
-        "breaker_command.json": {"action": list(GUARDABLE)},
-    }
-
-
-def write_schemas(folder: Path) -> list[str]:
-    """Rewrite the enums of the published schemas in ``folder`` from the table; the files changed."""
-    changed = []
-    for name, props in schema_enums().items():
-        path = folder / name
-        doc = json.loads(path.read_text())
-        before = json.dumps(doc)
-        for prop, values in props.items():
-            doc["properties"][prop]["enum"] = values
-        if json.dumps(doc) != before:
-            path.write_text(json.dumps(doc, indent=2) + "\n")
-            changed.append(name)
-    return changed
-
-
-if __name__ == "__main__":  # pragma: no cover - a maintainer's command
-    changed = write_schemas(Path(__file__).resolve().parent / "schemas")
-    print(f"rewrote {', '.join(changed)}" if changed else "schemas already match the table", file=sys.stderr)

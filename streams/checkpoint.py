@@ -45,6 +45,9 @@ QUALITY_EVERY_ROUNDS = 50
 # 1,000 new accounts in one round made a 1.66 MB record and the producer crashed.
 MAX_ROUND_EVENTS = 256
 
+# Before any event time (event times reach back to 1900, before the epoch).
+NO_TIME = -(2**62)
+
 # (key, original bytes, headers) of a record sent to the dead-letter topic.
 DeadLetter = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 
@@ -110,7 +113,7 @@ class Round:
 class Checkpoint:
     """One partition's progress toward durability: the offsets applied, and what waits for the next snapshot."""
 
-    def __init__(self, partition: int, applied: dict[str, OffsetSet] | None = None, applied_ts: int = -1,
+    def __init__(self, partition: int, applied: dict[str, OffsetSet] | None = None, applied_ts: int = NO_TIME,
                  rounds: int = 0) -> None:
         self.partition = partition
         self.applied = applied if applied is not None else {}  # input topic category -> offsets applied

@@ -136,7 +136,7 @@ class Metrics(Collector):
                 auc.add_metric([label], a)
             version.add_metric([label], sh.monitor.checkpoints)
             learned.add_metric([label], sh.monitor.outcomes_seen)
-            policy.add_metric([label, sh.monitor.policy_at(max(sh.applied_ts, 0)).version], 1)
+            policy.add_metric([label, sh.monitor.policy_at(sh.applied_ts).version], 1)
             if sh.saved_at:
                 age.add_metric([label], now - sh.saved_at)
             trips = sh.monitor.breaker_tripped()

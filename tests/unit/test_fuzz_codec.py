@@ -16,7 +16,11 @@ GOOD = {
     "refund": {"amount": 1, "currency": "CNY", "channel": "pos"},
     "limit_request": {"amount": 5000, "currency": "CNY", "channel": "app"},
     "instalment_due": {"instalment_id": "S1", "amount": 100, "currency": "CNY", "due_date": "2025-02-20"},
-    "payment": {"amount": 100, "currency": "CNY", "channel": "app"},
+    "payment": {"amount": 100, "currency": "CNY", "channel": "app", "instalment_id": "S1"},
+    "inflow": {"amount": 1200.5, "currency": "CZK", "kind": "salary", "balance": 350.25},
+    "outflow": {"amount": 80, "currency": "CZK", "kind": "card"},
+    "charge": {"amount": 12.4, "currency": "CZK", "kind": "penalty_interest", "balance": -120.5},
+    "balance_report": {"balance": -42.1, "currency": "CZK"},
     "dpd_report": {"days_past_due": 3},
     "account_opened": {"limit": 1000, "currency": "CNY", "attributes": {"age": 30}},
     "limit_changed": {"limit": 2000, "reason": "review"},
@@ -50,7 +54,8 @@ def test_arbitrary_bytes_are_refused_with_a_reason_or_decoded(raw: bytes) -> Non
 @given(st.sampled_from(sorted(GOOD)), st.sampled_from(["type", "event_id", "account_id", "ts", "amount", "currency",
                                                         "channel", "merchant", "instalment_id", "due_date",
                                                         "days_past_due", "limit", "attributes", "reason",
-                                                        "policy_version", "thresholds", "command", "action", "note"]),
+                                                        "policy_version", "thresholds", "command", "action", "note", "kind",
+                                                        "balance"]),
        json_values | st.just(...))
 def test_any_field_replaced_by_any_json_value_is_refused_or_accepted_never_raised(type_: str, field: str, value: object) -> None:
     body = _record(type_)

@@ -92,7 +92,7 @@ def test_state_is_compact() -> None:
         a.statement(30 * m + 1, 100)  # three open instalments with snapshots
     assert len(a.state["inst"]) == 3
     size = len(dumps(a.state))
-    assert size <= 1024, size
+    assert size <= 1536, size  # the features issue's bound, with three statements awaiting their outcome
     assert orjson.loads(dumps(a.state)) == a.state
 
 

@@ -12,7 +12,8 @@ from riskmon.models import vocabulary
 from riskmon.models.features import FEATURE_NAMES, features
 from riskmon.models.policy import BreakerRules, default_policy
 from riskmon.models.state import new_state
-from riskmon.models.vocabulary import GUARDABLE, SEVERITY, STATES, action_for, schema_enums, write_schemas
+from riskmon.models.contract import schema_enums, write_schemas
+from riskmon.models.vocabulary import GUARDABLE, SEVERITY, STATES, action_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "models" / "schemas"
@@ -23,7 +24,7 @@ def test_the_published_schemas_take_their_enums_from_the_table() -> None:
         doc = json.loads((SCHEMAS / name).read_text())
         for prop, values in props.items():
             assert doc["properties"][prop]["enum"] == values, (
-                f"{name}: {prop} differs from models/vocabulary.py; run python -m riskmon.models.vocabulary")
+                f"{name}: {prop} differs from models/vocabulary.py; run python -m riskmon.models.contract")
 
 
 def test_write_schemas_rewrites_an_enum_that_drifted(tmp_path: pathlib.Path) -> None:

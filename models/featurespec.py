@@ -1,0 +1,472 @@
+"""Declared features: per-account aggregates over event-time windows, from a TOML file beside the policy.
+
+The monitor's features are the credit-line features built in
+(:data:`riskmon.models.features.BUILTINS`), chosen by name, plus what the
+feature specification declares (``models/data/default_features.toml`` is the
+default; ``RISKMON_FEATURES_FILE`` or ``--features`` replaces it). A
+specification has a ``version`` and three lists:
+
+- ``builtins``: the built-in features to use, by name;
+- ``[[aggregate]]``: one value kept per account, updated by the events named
+  in ``events`` (optionally only those whose ``kinds`` match, or whose
+  ``field`` is ``at_least`` a value). ``kind`` is one of
+
+  - ``sum``, ``count``: time-decayed over ``window_days`` (a burst reads its
+    size and fades smoothly: no window edge to fall off);
+  - ``min``, ``max``: over the last ``window_days`` in ``buckets`` buckets; with
+    ``field = "balance"`` (the current account's) or ``"drawn"`` (the credit
+    line's) the field is a level, carried across time, so the minimum balance
+    over 90 days counts the days no event came;
+  - ``last``: the field's latest value;
+  - ``time_below``, ``time_above``: days a level (``balance``, ``drawn``, ``dpd``)
+    spent below ``below`` or above ``above`` (time-decayed): days overdrawn,
+    days in arrears, whatever the ledger's reporting frequency;
+  - ``periods``: the share of the last ``buckets`` periods of
+    ``window_days / buckets`` days with at least one such event (regularity);
+
+  and ``transform`` says how the kept value reads as a feature: ``none``,
+  ``log1p`` (of the magnitude, sign kept: balances go below zero),
+  ``per_limit`` (divided by the credit limit), with an optional ``cap``;
+- ``[[ratio]]``: ``num / den`` of two aggregates (raw values), ``default`` when
+  the denominator is nothing, with an optional ``cap``.
+
+Every aggregate costs O(1) time per event and a fixed few numbers of state
+(``sum``/``count``/``last``/``time_below``: one; ``periods``: two; ``min``/``max``:
+``buckets + 1``). Event time only: the same log gives the same features.
+
+>>> spec = parse_spec({"version": "v1", "builtins": ["utilisation"], "aggregate": [
+...     {"name": "min_balance_90d", "kind": "min", "events": ["balance_report"], "field": "balance", "window_days": 90}]},
+...     "example", ("utilisation",))
+>>> spec.names, spec.width
+(('utilisation', 'min_balance_90d'), 4)
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import RejectReason, Rejected
+from .events import CASH_FLOW_KINDS, EVENT_TYPES
+from .units import DAY_MS
+
+__all__ = ["Aggregate", "BUILTINS", "FeatureSpec", "Ratio", "default_spec", "load_spec", "parse_spec"]
+
+# The credit line's built-in features (computed in models/features.py), with how a reason code says each.
+BUILTINS = {
+    "utilisation": "utilisation of the limit",
+    "dpd_months": "days past due",
+    "max_dpd_months": "worst days past due",
+    "in_arrears": "being in arrears",
+    "arrears_over_30": "arrears over 30 days",
+    "late_payments": "late payments",
+    "missed_instalments": "missed instalments",
+    "partial_payments": "partial payments",
+    "on_time_payments": "few on-time payments",
+    "on_time_streak": "a short on-time streak",
+    "payment_to_due": "a low payment-to-due ratio",
+    "months_since_on_time": "time since the last on-time payment",
+    "drawdowns_1h": "drawdowns in the last hour",
+    "drawdowns_24h": "drawdowns in the last day",
+    "drawdowns_30d": "drawdowns in the last month",
+    "limit_requests_24h": "limit requests in the last day",
+    "limit_requests_30d": "limit requests in the last month",
+    "drawdown_amount_to_limit": "amount drawn this month against the limit",
+    "unpaid_due_to_limit": "unpaid amount due against the limit",
+    "account_age_months": "a young account",
+    "repaid_share_30d": "little of the balance repaid this month",
+    "on_time_share": "a low share of instalments met on time",
+    "linked_account": "the linked current account",
+    "limit_size": "a small credit limit",
+}
+
+KINDS = ("sum", "count", "min", "max", "last", "time_below", "time_above", "periods")
+TRANSFORMS = ("none", "log1p", "per_limit")
+# The numeric fields an aggregate may read, and the events that carry them.
+# amount, days_past_due: the event's own; balance: the linked current account's (a level);
+# drawn: what is drawn on the credit line after the event (a level); dpd: the line's days past due (a level).
+FIELDS = ("amount", "balance", "days_past_due", "drawn", "dpd")
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    name: str
+    kind: str
+    events: frozenset[str]
+    field: str | None
+    kinds: frozenset[str] | None
+    at_least: float | None
+    window_ms: float
+    buckets: int
+    below: float  # the line a time_below (or time_above) aggregate counts from
+    transform: str
+    cap: float | None
+    offset: int  # where its state starts in the account's aggregate list
+    text: str  # how a reason code says it ("... raised the risk score")
+
+    @property
+    def size(self) -> int:
+        return self.buckets + 1 if self.kind in ("min", "max") else 2 if self.kind == "periods" else 1
+
+    @property
+    def level(self) -> bool:
+        """A level that holds between events (a balance), not a value that happens at one."""
+        return self.field in ("balance", "drawn", "dpd")
+
+
+@dataclass(frozen=True, slots=True)
+class Ratio:
+    name: str
+    num: str
+    den: str
+    default: float
+    cap: float | None
+    text: str
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    version: str
+    builtins: tuple[str, ...]
+    aggregates: tuple[Aggregate, ...]
+    ratios: tuple[Ratio, ...]
+
+    def __post_init__(self) -> None:
+        by_event: dict[str, list[Aggregate]] = {}
+        for a in self.aggregates:
+            for t in a.events:
+                by_event.setdefault(t, []).append(a)
+        object.__setattr__(self, "_by_event", {t: tuple(v) for t, v in by_event.items()})
+        decays: dict[float, list[int]] = {}
+        for a in self.aggregates:
+            if a.kind in ("sum", "count", "time_below", "time_above"):
+                decays.setdefault(a.window_ms, []).append(a.offset)
+        object.__setattr__(self, "_decays", tuple((tau, tuple(offs)) for tau, offs in sorted(decays.items())))
+        object.__setattr__(self, "_timed", tuple(a for a in self.aggregates if a.kind in ("time_below", "time_above")))
+        object.__setattr__(self, "_levels", tuple(a for a in self.aggregates if a.level and a.kind in ("min", "max")))
+        self._compile_reader()
+        # One tuple for the life of the spec: the model caches its weights by the names' identity.
+        object.__setattr__(self, "_names", self.builtins + tuple(a.name for a in self.aggregates) + tuple(r.name for r in self.ratios))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every feature's name, in the vector's order: the built-ins, the aggregates, the ratios."""
+        return self._names  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def texts(self) -> dict[str, str]:
+        """How reason codes say the declared features."""
+        return {**{a.name: a.text for a in self.aggregates}, **{r.name: r.text for r in self.ratios}}
+
+    @property
+    def width(self) -> int:
+        return sum(a.size for a in self.aggregates)
+
+    def new_state(self) -> list[Any]:
+        out: list[Any] = []
+        for a in self.aggregates:
+            if a.kind in ("min", "max"):
+                out += [None] * (a.buckets + 1)
+            elif a.kind == "periods":
+                out += [None, 0]
+            elif a.kind == "last":
+                out.append(None)
+            else:
+                out.append(0.0)
+        return out
+
+    # -- updates ----------------------------------------------------------------
+    def advance(self, agg: list[Any], elapsed_ms: int, balance: float | None, drawn: float, dpd: float) -> None:
+        """The account clock moved on by ``elapsed_ms``: decay, and count the time levels spent below or above a line."""
+        if elapsed_ms <= 0:
+            return
+        for tau, offsets in self._decays:  # type: ignore[attr-defined]
+            f = math.exp(-elapsed_ms / tau)
+            for o in offsets:
+                v = agg[o] * f
+                agg[o] = v if v > 1e-9 or v < -1e-9 else 0.0
+        for a in self._timed:  # type: ignore[attr-defined]
+            level = balance if a.field == "balance" else drawn if a.field == "drawn" else dpd
+            if level is not None and (level < a.below if a.kind == "time_below" else level > a.below):
+                agg[a.offset] += elapsed_ms / DAY_MS
+
+    def observe(self, agg: list[Any], event: Any, now: int, before: float | None, after: float | None,
+                drawn_before: float, drawn_after: float) -> None:
+        """Apply one event to the aggregates that take it.
+
+        ``before``, ``after``: the linked account's balance before and after it (None: not known);
+        ``drawn_before``, ``drawn_after``: the credit line's. The minimum and maximum of a level
+        follow it whatever event moved it (between moves, reading counts the level held).
+        """
+        for a in self._by_event.get(event.type, ()):  # type: ignore[attr-defined]
+            if a.kinds is not None and getattr(event, "kind", None) not in a.kinds:
+                continue
+            if a.kind in ("time_below", "time_above") or (a.level and a.kind in ("min", "max")):
+                continue  # fed by advance(), and by the level below
+            x: Any = (1.0 if a.field is None else after if a.field == "balance" else drawn_after if a.field == "drawn"
+                      else getattr(event, a.field, None))
+            if x is None or (a.at_least is not None and x < a.at_least):
+                continue
+            o = a.offset
+            if a.kind == "sum":
+                agg[o] += x
+            elif a.kind == "count":
+                agg[o] += 1.0
+            elif a.kind == "last":
+                agg[o] = x
+            elif a.kind == "periods":
+                _set_period(agg, o, a, now)
+            else:
+                _bucket_update(agg, a, now, x, None)
+        for a in self._levels:  # type: ignore[attr-defined]
+            if a.field == "balance":
+                if after is not None and after != before:
+                    _bucket_update(agg, a, now, after, before)
+            elif drawn_after != drawn_before:
+                _bucket_update(agg, a, now, drawn_after, drawn_before)
+
+    # -- reading --------------------------------------------------------------------
+    def values(self, agg: list[Any], now: int, limit: int, balance: float | None, drawn: float) -> list[float]:
+        """The declared features' values at the account clock ``now``, in the order of their names
+        (after the built-ins in :attr:`names`)."""
+        return self._reader(agg, now, limit, balance, drawn)  # type: ignore[attr-defined, no-any-return]
+
+    def _compile_reader(self) -> None:
+        """One straight-line function for :meth:`values`, generated from the (validated) spec: it runs on
+        every event, and a loop over the aggregates with a branch per kind and transform cost three times as much."""
+        lines = ["def values(agg, now, limit, balance, drawn):"]
+        env: dict[str, Any] = {"_bucket_read": _bucket_read, "_periods_share": _periods_share, "log1p": math.log1p}
+        out = []
+
+        def clip(var: str, cap: float | None) -> None:
+            if cap is not None:
+                lines.append(f"    if {var} > {cap!r}: {var} = {cap!r}")
+                lines.append(f"    elif {var} < {-cap!r}: {var} = {-cap!r}")
+
+        for i, a in enumerate(self.aggregates):
+            o = a.offset
+            env[f"A{i}"] = a
+            r = f"r{i}"
+            if a.kind in ("sum", "count", "time_below", "time_above"):
+                lines.append(f"    {r} = agg[{o}]")
+            elif a.kind == "last":
+                lines.append(f"    {r} = agg[{o}]")
+                lines.append(f"    if {r} is None: {r} = 0.0")
+            elif a.kind == "periods":  # _periods_share, inlined
+                width, b = a.window_ms / a.buckets, a.buckets
+                lines.append(f"    {r} = agg[{o}]")
+                lines.append(f"    if {r} is not None:")
+                lines.append(f"        {r} = int(now // {width!r}) - int({r})")
+                lines.append(f"        {r} = 0.0 if {r} >= {b} else ((int(agg[{o + 1}]) << {r}) & {(1 << b) - 1}).bit_count() / {b}")
+                lines.append("    else:")
+                lines.append(f"        {r} = 0.0")
+            else:
+                level = a.field if a.level else "None"
+                lines.append(f"    {r} = _bucket_read(agg, A{i}, now, {level})"
+                             + ("" if a.level else f" if agg[{o}] is not None else 0.0"))
+            v = f"v{i}"
+            if a.transform == "log1p":
+                lines.append(f"    {v} = log1p({r}) if {r} >= 0 else -log1p(-{r})")
+            elif a.transform == "per_limit":
+                lines.append(f"    {v} = {r} / limit if limit > 0 else 0.0")
+            else:
+                lines.append(f"    {v} = {r}")
+            clip(v, a.cap)
+            out.append(v)
+        index = {a.name: i for i, a in enumerate(self.aggregates)}
+        for k, q in enumerate(self.ratios):
+            n, d, v = f"r{index[q.num]}", f"r{index[q.den]}", f"q{k}"
+            lines.append(f"    {v} = {n} / {d} if ({d} > 1e-9 or {d} < -1e-9) else {q.default!r}")
+            clip(v, q.cap)
+            out.append(v)
+        lines.append("    return [" + ", ".join(out) + "]")
+        exec("\n".join(lines), env)  # noqa: S102 - source built above from names checked to be identifiers
+        object.__setattr__(self, "_reader", env["values"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_reader", None)  # generated code does not pickle; rebuilt on load
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._compile_reader()
+
+
+def _bucket_update(agg: list[Any], a: Aggregate, now: int, x: float, carry: float | None) -> None:
+    """Put ``x`` in the bucket of ``now``; new buckets start empty, or at ``carry`` (a level held into them)."""
+    width = a.window_ms / a.buckets
+    b = int(now // width)
+    o = a.offset
+    newest = agg[o]
+    if newest is None or b > newest:
+        start = b - a.buckets + 1 if newest is None else max(int(newest) + 1, b - a.buckets + 1)
+        for k in range(start, b + 1):
+            # A level held through the buckets since the last one; never guessed before the first.
+            agg[o + 1 + k % a.buckets] = carry if (newest is not None or k == b) else None
+        agg[o] = b
+    elif b <= newest - a.buckets:
+        return  # older than the window (the account clock never runs back, but be safe)
+    slot = o + 1 + b % a.buckets
+    cur = agg[slot]
+    if cur is None:
+        agg[slot] = x
+    elif a.kind == "min":
+        agg[slot] = min(cur, x)
+    else:
+        agg[slot] = max(cur, x)
+
+
+def _bucket_read(agg: list[Any], a: Aggregate, now: int, level: float | None) -> float:
+    o = a.offset
+    newest = agg[o]
+    found: list[float] = [] if level is None else [level]
+    if newest is not None:
+        width = a.window_ms / a.buckets
+        b_now = int(now // width)
+        for k in range(max(int(newest) - a.buckets + 1, b_now - a.buckets + 1), int(newest) + 1):
+            v = agg[o + 1 + k % a.buckets]
+            if v is not None:
+                found.append(v)
+    if not found:
+        return 0.0
+    return min(found) if a.kind == "min" else max(found)
+
+
+def _set_period(agg: list[Any], o: int, a: Aggregate, now: int) -> None:
+    p = int(now // (a.window_ms / a.buckets))
+    newest = agg[o]
+    mask = int(agg[o + 1])
+    if newest is None or p > newest:
+        shift = a.buckets if newest is None else min(p - int(newest), a.buckets)
+        mask = (mask << shift) & ((1 << a.buckets) - 1)
+        agg[o] = p
+        newest = p
+    if p > int(newest) - a.buckets:
+        mask |= 1 << (int(newest) - p)
+    agg[o + 1] = mask
+
+
+def _periods_share(agg: list[Any], o: int, a: Aggregate, now: int) -> float:
+    newest = agg[o]
+    if newest is None:
+        return 0.0
+    shift = int(now // (a.window_ms / a.buckets)) - int(newest)
+    if shift >= a.buckets:
+        return 0.0
+    return ((int(agg[o + 1]) << shift) & ((1 << a.buckets) - 1)).bit_count() / a.buckets
+
+
+# -- loading -----------------------------------------------------------------------
+def _spec_error(where: str, text: str) -> Rejected:
+    return Rejected(RejectReason.BAD_POLICY, f"{where}: {text}")
+
+
+def parse_spec(doc: dict[str, Any], where: str, builtin_names: tuple[str, ...]) -> FeatureSpec:
+    """A specification from its TOML document; :class:`Rejected` (bad_policy) naming what is wrong."""
+    version = doc.get("version")
+    if not isinstance(version, str) or not version:
+        raise _spec_error(where, "a feature specification needs a top-level version string")
+    builtins = doc.get("builtins", [])
+    if not isinstance(builtins, list) or any(b not in builtin_names for b in builtins):
+        unknown = [b for b in builtins if b not in builtin_names] if isinstance(builtins, list) else builtins
+        raise _spec_error(where, f"unknown built-in features {unknown!r}; known: {', '.join(builtin_names)}")
+    aggs: list[Aggregate] = []
+    offset = 0
+    seen = set(builtins)
+    for i, item in enumerate(doc.get("aggregate", [])):
+        w = f"{where}: aggregate {i + 1} ({item.get('name', '?')})"
+        name = item.get("name")
+        if not isinstance(name, str) or not name.isidentifier() or name in seen:
+            raise _spec_error(w, "needs a unique name (letters, digits, _)")
+        seen.add(name)
+        kind = item.get("kind")
+        if kind not in KINDS:
+            raise _spec_error(w, f"kind must be one of {', '.join(KINDS)}")
+        events = item.get("events", [])
+        if not events or not isinstance(events, list) or any(e not in EVENT_TYPES for e in events):
+            raise _spec_error(w, f"events must name event types ({', '.join(EVENT_TYPES)})")
+        field = item.get("field")
+        if kind in ("time_below", "time_above") and field not in ("balance", "drawn", "dpd"):
+            raise _spec_error(w, f"a {kind} needs a level field: balance, drawn or dpd")
+        if kind in ("sum", "min", "max", "last") and field not in FIELDS:
+            raise _spec_error(w, f"a {kind} needs a field: one of {', '.join(FIELDS)}")
+        if field is not None and field not in FIELDS:
+            raise _spec_error(w, f"field must be one of {', '.join(FIELDS)}")
+        kinds = item.get("kinds")
+        if kinds is not None:
+            allowed = {k for e in events for k in CASH_FLOW_KINDS.get(e, ())}
+            if not isinstance(kinds, list) or not kinds or any(k not in allowed for k in kinds):
+                raise _spec_error(w, f"kinds must be cash-flow kinds of its events ({', '.join(sorted(allowed))})")
+        window = item.get("window_days", 30)
+        buckets = item.get("buckets", 3 if kind in ("min", "max") else 6 if kind == "periods" else 1)
+        transform = item.get("transform", "none")
+        cap = item.get("cap")
+        at_least = item.get("at_least")
+        if not isinstance(window, (int, float)) or isinstance(window, bool) or not 0 < window <= 3650:
+            raise _spec_error(w, "window_days must be a number of days in (0, 3650]")
+        if not isinstance(buckets, int) or isinstance(buckets, bool) or not 1 <= buckets <= 24:
+            raise _spec_error(w, "buckets must be an integer 1..24")
+        if transform not in TRANSFORMS:
+            raise _spec_error(w, f"transform must be one of {', '.join(TRANSFORMS)}")
+        line = item.get("above" if kind == "time_above" else "below", 0)
+        for label, v in (("cap", cap), ("at_least", at_least), ("below/above", line)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise _spec_error(w, f"{label} must be a number")
+        unknown = set(item) - {"name", "kind", "events", "field", "kinds", "window_days", "buckets", "transform", "cap",
+                               "at_least", "below", "above", "text"}
+        if unknown:
+            raise _spec_error(w, f"unknown keys {sorted(unknown)}")
+        a = Aggregate(name, kind, frozenset(events), field, None if kinds is None else frozenset(kinds),
+                      None if at_least is None else float(at_least), float(window) * DAY_MS, buckets,
+                      float(line), transform, None if cap is None else float(cap), offset,
+                      str(item.get("text", name.replace("_", " "))))
+        offset += a.size
+        aggs.append(a)
+    names = {a.name for a in aggs}
+    ratios = []
+    for i, item in enumerate(doc.get("ratio", [])):
+        w = f"{where}: ratio {i + 1} ({item.get('name', '?')})"
+        name = item.get("name")
+        if not isinstance(name, str) or not name.isidentifier() or name in seen:
+            raise _spec_error(w, "needs a unique name (letters, digits, _)")
+        seen.add(name)
+        if item.get("num") not in names or item.get("den") not in names:
+            raise _spec_error(w, "num and den must name aggregates")
+        default, cap = item.get("default", 0.0), item.get("cap")
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            raise _spec_error(w, "default must be a number")
+        ratios.append(Ratio(name, item["num"], item["den"], float(default), None if cap is None else float(cap),
+                            str(item.get("text", name.replace("_", " ")))))
+    unknown = set(doc) - {"version", "builtins", "aggregate", "ratio"}
+    if unknown:
+        raise _spec_error(where, f"unknown keys {sorted(unknown)}")
+    return FeatureSpec(version, tuple(builtins), tuple(aggs), tuple(ratios))
+
+
+def load_spec(path: str | Path) -> FeatureSpec:
+    """A feature specification from a TOML file; :class:`Rejected` (bad_policy) naming what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise Rejected(RejectReason.BAD_POLICY, f"{path}: {exc}") from None
+    return parse_spec(doc, str(path), tuple(BUILTINS))
+
+
+def _load_default() -> FeatureSpec:
+    text = resources.files(__package__ or "riskmon.models").joinpath("data/default_features.toml").read_text("utf-8")
+    return parse_spec(tomllib.loads(text), "default_features.toml", tuple(BUILTINS))
+
+
+_DEFAULT = _load_default()
+
+
+def default_spec() -> FeatureSpec:
+    """The shipped specification (``models/data/default_features.toml``)."""
+    return _DEFAULT
+
+
