@@ -21,6 +21,13 @@ def _with(n: int, **changes: object) -> bytes:
     return orjson.dumps(body)
 
 
+def _cash(n: int, **changes: object) -> bytes:
+    body: dict[str, object] = {"type": "inflow", "event_id": f"bad-{n}", "account_id": "A0000001",
+                               "ts": "2025-01-20T10:00:00Z", "amount": 120.5, "currency": "CNY", "kind": "salary"}
+    body.update(changes)
+    return orjson.dumps(body)
+
+
 CASES: list[tuple[str, bytes, str, str]] = [
     ("malformed JSON", b'{"type": "purchase", "event_id": ', "transactions", "malformed_json"),
     ("truncated record", _with(1)[:57], "transactions", "malformed_json"),
@@ -60,6 +67,16 @@ CASES: list[tuple[str, bytes, str, str]] = [
     ("policy update with an unknown key", orjson.dumps({"type": "policy_update", "event_id": "bad-26",
                                                         "ts": "2025-01-20T10:00:00Z", "policy_version": "x",
                                                         "thresholds": {"score.nonsense": 1}}), "control", "bad_policy"),
+    ("cash flow of an unknown kind", _cash(40, kind="lottery"), "transactions", "wrong_type"),
+    ("charge with a negative amount", _cash(41, type="charge", amount=-5, kind="fee"), "transactions", "bad_amount"),
+    ("balance as text", orjson.dumps({"type": "balance_report", "event_id": "bad-42", "account_id": "A0000001",
+                                      "ts": "2025-01-20T10:00:00Z", "balance": "-12.30", "currency": "CNY"}),
+     "transactions", "wrong_type"),
+    ("balance report without its balance", orjson.dumps({"type": "balance_report", "event_id": "bad-43",
+                                                         "account_id": "A0000001", "ts": "2025-01-20T10:00:00Z",
+                                                         "currency": "CNY"}), "transactions", "missing_field"),
+    ("cash flow in a currency with no minor unit (gold)", _cash(44, currency="XAU"), "transactions", "unknown_currency"),
+    ("cash flow with more decimals than its currency has", _cash(45, amount=12.345), "transactions", "bad_amount"),
     ("policy update breaking the order of thresholds", orjson.dumps({"type": "policy_update", "event_id": "bad-27",
                                                                      "ts": "2025-01-20T10:00:00Z", "policy_version": "x",
                                                                      "thresholds": {"dpd.close": 5}}), "control", "bad_policy"),

@@ -1,0 +1,121 @@
+"""Arrears as a ledger states them, the linked current account, and what a real feed sends (issue: a real feed)."""
+from __future__ import annotations
+
+import pytest
+
+from riskmon.models.codec import decode
+from riskmon.models.errors import Rejected
+from riskmon.models.features import features
+from riskmon.models.state import I_ID
+from riskmon.models.step import Context, step
+from riskmon.models.policy import default_policy
+
+from .helpers import Account, FixedScore, at, ev
+
+
+def test_a_ledger_report_of_nothing_past_due_is_not_a_payment_of_nothing() -> None:
+    """Three events used to give `warning ... LOW_PAYMENT_RATIO: paid 0% of what fell due` for an account that owed nothing."""
+    a = Account(limit=10_000)
+    a.statement(0, 500)
+    a.tick(25, dpd=0)  # the ledger: current, after the due date (paid through a channel we do not see)
+    assert a.status == "normal" and "LOW_PAYMENT_RATIO" not in a.codes()
+    x = features(a.state)
+    assert x["payment_to_due"] == 1.0 and x["on_time_share"] == 1.0
+
+
+def test_reported_days_past_due_stop_ageing_once_the_arrears_are_paid() -> None:
+    """A 5-day report, then full payment the next day, used to read 36 days past due a month later (a limit cut)."""
+    a = Account(limit=10_000)
+    a.statement(0, 500)  # due day 20
+    a.statement(15, 300)  # next statement, not yet due while the first is late
+    a.tick(25, dpd=5)
+    assert a.state["dpd"] == 5
+    a.pay(26, 500)
+    a.tick(56)
+    assert a.state["dpd"] == 21  # the second statement (due day 35), unpaid, is the only arrear now
+    a.pay(57, 300)
+    a.tick(90)
+    assert a.state["dpd"] == 0 and a.status in ("normal", "watch")
+    assert "limit_reduction" not in a.actions()
+
+
+def test_a_payment_that_names_its_instalment_pays_that_one_first() -> None:
+    a = Account(limit=10_000)
+    a.statement(0, 400, iid="S-A")
+    a.statement(1, 600, iid="S-B")
+    a.apply(ev("payment", at(2), amount=600, currency="CNY", channel="app", instalment_id="S-B"))
+    assert [i[I_ID] for i in a.state["inst"]] == ["S-A"]
+
+
+def test_an_immaterial_remainder_settles_and_a_material_one_ages() -> None:
+    a = Account(limit=100_000)
+    a.statement(0, 10_000)
+    a.pay(10, 9_600)  # 4% short: the ledger would not chase it
+    assert a.state["inst"] == []
+    b = Account(limit=100_000)
+    b.statement(0, 10_000)
+    b.pay(10, 8_000)  # 20% short: real arrears
+    b.tick(40)
+    assert b.state["dpd"] == 20
+
+
+def test_months_since_on_time_count_from_the_first_due_date_not_from_opening() -> None:
+    a = Account(limit=10_000)
+    a.tick(300)  # nearly a year with nothing due
+    assert features(a.state)["months_since_on_time"] == 0.0
+    a.statement(300, 100)  # due day 320, missed
+    a.tick(350)
+    assert features(a.state)["months_since_on_time"] == pytest.approx(29 / 30)  # from the end of the due date
+
+
+def test_current_account_history_before_the_line_builds_features_and_the_line_opens_with_them() -> None:
+    ctx = Context(default_policy(), FixedScore(0.99), "test.v0", True, 30)
+    s = None
+    for day in range(0, 120, 30):
+        s = step(s, ev("inflow", at(day), account="C1", amount=3000, currency="CZK", kind="salary", balance=500), ctx).state
+        s = step(s, ev("charge", at(day + 20), account="C1", amount=15, currency="CZK", kind="penalty_interest",
+                       balance=-200), ctx).state
+    r = step(s, ev("outflow", at(121), account="C1", amount=100, currency="CZK", kind="card"), ctx)
+    assert r.decisions == [] and not r.scored and r.state["line"] == 0  # no line to act on: no decision at score 0.99
+    assert r.state["cb"] == -30_000  # no balance on the event: the last known one, less the outflow (minor units)
+    opened = step(r.state, ev("account_opened", at(122), account="C1", limit=20000, currency="CZK"), ctx)
+    x = features(opened.state)
+    assert opened.state["line"] == 1 and opened.state["limit"] == 2_000_000
+    assert x["income_months_180d"] > 0.5 and x["penalty_interest_180d"] > 2 and x["days_below_zero_90d"] > 20
+    assert x["min_balance_90d"] < 0 and x["linked_account"] == 1.0
+    with pytest.raises(Rejected) as again:
+        step(opened.state, ev("account_opened", at(123), account="C1", limit=20000, currency="CZK"), ctx)
+    assert again.value.reason.value == "account_exists"
+
+
+def test_the_minimum_balance_counts_the_days_no_event_came() -> None:
+    ctx = Context(default_policy(), FixedScore(0.01), "test.v0", True, 30)
+    s = step(None, ev("balance_report", at(0), account="C2", balance=-800, currency="EUR"), ctx).state
+    s = step(s, ev("inflow", at(40), account="C2", amount=1000, currency="EUR", kind="salary"), ctx).state
+    x = features(s)
+    assert s["cb"] == 20_000 and x["balance_last"] > 0
+    assert x["min_balance_90d"] < 0, "the -800 held for 40 days, with no event in between"
+    assert x["days_below_zero_90d"] == pytest.approx(40, rel=0.3)
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b'{"type":"inflow","event_id":"e1","account_id":"a","ts":"1995-03-01T00:00:00Z","amount":5,"currency":"CZK","kind":"lottery"}', "wrong_type"),
+    (b'{"type":"charge","event_id":"e1","account_id":"a","ts":"1995-03-01T00:00:00Z","amount":-5,"currency":"CZK"}', "bad_amount"),
+    (b'{"type":"balance_report","event_id":"e1","account_id":"a","ts":"1995-03-01T00:00:00Z","currency":"CZK"}', "missing_field"),
+    (b'{"type":"balance_report","event_id":"e1","account_id":"a","ts":"1995-03-01T00:00:00Z","balance":"-5","currency":"CZK"}', "wrong_type"),
+    (b'{"type":"outflow","event_id":"e1","account_id":"a","ts":"1995-03-01T00:00:00Z","amount":5,"currency":"XAU"}', "unknown_currency"),
+    (b'{"type":"payment","event_id":"e1","account_id":"a","ts":"2025-03-01T00:00:00Z","amount":12.5,"currency":"JPY"}', "bad_amount"),
+    (b'{"type":"payment","event_id":"e1","account_id":"a","ts":"1899-12-31T00:00:00Z","amount":12.5,"currency":"CZK"}', "bad_timestamp"),
+    (b'{"type":"payment","event_id":"e1","account_id":"a","ts":"2025-03-01T00:00:00Z","amount":1,"currency":"CZK","instalment_id":"bad id"}', "bad_id"),
+])
+def test_new_fields_are_refused_with_a_typed_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(Rejected) as r:
+        decode(raw)
+    assert r.value.reason.value == reason
+
+
+def test_every_iso_currency_with_a_minor_unit_is_accepted_and_a_1960s_history_decodes() -> None:
+    for cur, amount in (("CZK", 12.5), ("JPY", 12), ("KWD", 1.25), ("VND", 50000)):
+        e = decode(b'{"type":"inflow","event_id":"e1","account_id":"a","ts":"1965-01-05T00:00:00Z","amount":%s,'
+                   b'"currency":"%s","kind":"salary"}' % (str(amount).encode(), cur.encode()))
+        assert e.currency == cur and e.ts < 0
