@@ -8,8 +8,21 @@ Personas (share of accounts):
 - one_off_late (12%): one statement paid 3-25 days late, otherwise on time;
 - recovery (10%): falls 30-70 days behind, then clears the arrears and pays on time;
 - slow_deterioration (10%): spending creeps up, payments shrink, then stop: defaults;
-- bust_out (8%): quiet, then many drawdowns and limit requests within hours to the
-  limit, then never pays: defaults.
+- bust_out (7%): quiet, then many drawdowns and limit requests within hours to the
+  limit, then never pays: defaults;
+- tight_budget (5%): income barely covers spending, the current account dips
+  below zero now and then, but every statement is paid (a hard negative);
+- income_loss (5%): the salary stops; spending goes on, the current account runs
+  down into overdraft, then the line's repayments stop: defaults;
+- overdraft (4%): spending outgrows income month by month, the current account
+  lives overdrawn and pays sanction interest, repayments shrink, then stop:
+  defaults.
+
+Half the accounts (all of the last three personas) have a current account linked to the
+line: a monthly salary, card spending, household bills, a monthly fee,
+sanction interest on an overdrawn month-end balance, and the line's
+repayments paid from it, each event with the running balance. The last two
+personas' balance trajectory foretells their default before the line shows it.
 
 Statements fall monthly on the account's bill day with the whole balance due 20
 days later (Huabei-style); the servicing ledger reports days past due daily for
@@ -27,15 +40,19 @@ from .units import DAY_MS, HOUR_MS
 __all__ = ["PERSONAS", "DEFAULTING", "simulate"]
 
 PERSONAS = {
-    "steady": 0.45,
-    "high_utiliser": 0.10,
+    "steady": 0.36,
+    "high_utiliser": 0.09,
     "spree": 0.05,
-    "one_off_late": 0.12,
-    "recovery": 0.10,
-    "slow_deterioration": 0.10,
-    "bust_out": 0.08,
+    "one_off_late": 0.11,
+    "recovery": 0.09,
+    "slow_deterioration": 0.09,
+    "bust_out": 0.07,
+    "tight_budget": 0.05,
+    "income_loss": 0.05,
+    "overdraft": 0.04,
 }
-DEFAULTING = frozenset({"slow_deterioration", "bust_out"})
+DEFAULTING = frozenset({"slow_deterioration", "bust_out", "income_loss", "overdraft"})
+CASH_PERSONAS = frozenset({"tight_budget", "income_loss", "overdraft"})  # always with a current account
 
 _LIMITS = (200_000, 500_000, 1_000_000, 2_000_000, 5_000_000)  # minor units
 
@@ -56,6 +73,10 @@ class _Account:
     event_day: int = -1
     default_ts: int | None = None
     pending: list[tuple[int, int]] = field(default_factory=list)  # (pay_ts, amount)
+    cash: bool = False  # a linked current account
+    cb: int = 0  # its balance (minor units)
+    salary: int = 0
+    salary_day: int = 0
 
 
 def _money(minor: int) -> float:
@@ -78,6 +99,10 @@ def simulate(accounts: int, days: int, seed: int, start: str = "2025-01-01T00:00
         a.late_statement = a.rng.randrange(0, 3)
         a.trouble_month = a.rng.randrange(0, 2)
         a.event_day = a.rng.randrange(5, min(60, max(6, days - 20))) if a.persona in ("spree", "bust_out") else -1
+        a.cash = a.persona in CASH_PERSONAS or a.rng.random() < 0.5
+        a.salary = int(a.limit * a.rng.uniform(0.4, 1.2)) // 100 * 100
+        a.salary_day = a.rng.randrange(0, 28)
+        a.cb = int(a.salary * a.rng.uniform(0.2, 1.5)) if a.persona not in CASH_PERSONAS else int(a.salary * 0.3)
         accs.append(a)
         opened = t0 + a.rng.randrange(0, 6 * HOUR_MS)
         _emit(events, i, a, opened, {
@@ -115,10 +140,24 @@ def _spend(events: list[Any], i: int, a: _Account, ts: int, amount: int, kind: s
     _emit(events, i, a, ts, body)
 
 
-def _pay(events: list[Any], i: int, a: _Account, ts: int, amount: int) -> None:
-    amount = min(amount, a.bal)
+def _cash(events: list[Any], i: int, a: _Account, ts: int, type_: str, kind: str, amount: int) -> None:
+    """A movement on the linked current account, with its running balance."""
     if amount < 100:
         return
+    a.cb += amount if type_ == "inflow" else -amount
+    _emit(events, i, a, ts, {"type": type_, "amount": _money(amount), "currency": "CNY", "kind": kind,
+                             "balance": _money(a.cb)})
+
+
+def _pay(events: list[Any], i: int, a: _Account, ts: int, amount: int) -> None:
+    amount = min(amount, a.bal)
+    if a.cash and a.persona in ("income_loss", "overdraft"):
+        # Repaid from the current account, and only from what is in it.
+        amount = min(amount, max(a.cb, 0))
+    if amount < 100:
+        return
+    if a.cash:
+        _cash(events, i, a, ts - 60_000, "outflow", "loan_payment", amount)
     a.bal -= amount
     left = amount
     for u in a.unpaid:
@@ -138,6 +177,9 @@ def _day(events: list[Any], i: int, a: _Account, day: int, day_ts: int) -> None:
         return day_ts + r.randrange(8 * HOUR_MS, 23 * HOUR_MS)
 
     defaulting = (p == "slow_deterioration" and month >= a.trouble_month + 1) or (p == "bust_out" and day > a.event_day >= 0)
+
+    if a.cash:
+        _current_account(events, i, a, day, day_ts, month)
 
     # Spending.
     if p == "bust_out" and day == a.event_day:
@@ -193,6 +235,25 @@ def _day(events: list[Any], i: int, a: _Account, day: int, day_ts: int) -> None:
         if dpd >= 90 and a.default_ts is None:
             a.default_ts = day_ts
         _emit(events, i, a, day_ts + 2 * HOUR_MS, {"type": "dpd_report", "days_past_due": dpd})
+
+
+def _current_account(events: list[Any], i: int, a: _Account, day: int, day_ts: int, month: int) -> None:
+    """A day on the linked current account: income, spending, bills, the bank's charges."""
+    r, p = a.rng, a.persona
+    lost = p == "income_loss" and month >= a.trouble_month + 1
+    if day % 30 == a.salary_day and not lost:
+        _cash(events, i, a, day_ts + 7 * HOUR_MS, "inflow", "salary", a.salary)
+    # What a month's spending comes to, as a share of the salary.
+    burn = {"tight_budget": 0.97, "overdraft": 1.05 + 0.2 * month, "income_loss": 0.9}.get(p, 0.6)
+    if r.random() < 0.12:
+        _cash(events, i, a, day_ts + r.randrange(9 * HOUR_MS, 22 * HOUR_MS), "outflow", "card",
+              int(a.salary * burn * 0.75 / 3.6 * r.uniform(0.6, 1.4)))
+    if day % 30 == (a.salary_day + 3) % 30:
+        _cash(events, i, a, day_ts + 10 * HOUR_MS, "outflow", "household", int(a.salary * burn * 0.25))
+    if day % 30 == 29:
+        _cash(events, i, a, day_ts + 23 * HOUR_MS, "charge", "fee", 500)
+        if a.cb < 0:  # sanction interest on the overdrawn month-end balance
+            _cash(events, i, a, day_ts + 23 * HOUR_MS + 60_000, "charge", "penalty_interest", max(100, -a.cb // 50))
 
 
 def _plan_payment(a: _Account, day: int, day_ts: int, amount: int, month: int) -> None:

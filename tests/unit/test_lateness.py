@@ -67,7 +67,7 @@ def test_later_than_the_lateness_can_be_dead_lettered_instead(tmp_path: pathlib.
     details = {h["riskmon-detail"].decode() for _, h in ports.dead}
     assert all("already applied in this partition (allowed lateness 60 s)" in d for d in details)
     for raw, _ in ports.dead:  # the original bytes, as sent
-        assert orjson.loads(raw)["type"] in ("drawdown", "purchase", "refund", "limit_request")
+        assert CATEGORY[orjson.loads(raw)["type"]] == "transactions"
 
 
 def test_a_topic_that_falls_far_behind_cannot_make_its_partition_hold_unbounded_memory() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from riskmon.models.vocabulary import POLICY_ACTIONS
 from riskmon.streams.cli import main
+from riskmon.models.codec import parse_ts
 from riskmon.streams.replay import load_truth, replay
 
 SCHEMA = json.loads((pathlib.Path(__file__).resolve().parents[2] / "models/schemas/decision.json").read_text())
@@ -95,3 +96,15 @@ def test_acceptance_run(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[st
     # 120 days: closures are few, and must all land on defaulters; freezes carry the early warning.
     assert ev_.closure_rate_defaulters > 0 and ev_.closure_rate_good == 0
     assert ev_.action_rate_defaulters >= 5 * ev_.action_rate_good
+    # The personas whose current account foretells their default are warned before it; the one that
+    # runs tight but pays is not.
+    truth = load_truth(tmp_path / "ev.truth.jsonl")
+    first: dict[str, int] = {}
+    for d in decisions:
+        if d["action"] in ("warning", "limit_reduction", "freeze", "closure"):
+            first.setdefault(d["account_id"], parse_ts(d["event_ts"]))
+    cash_defaults = [t for t in truth if t["persona"] in ("income_loss", "overdraft") and t["default_ts"]]
+    assert len(cash_defaults) >= 10
+    assert all(first.get(t["account_id"], 1 << 62) < parse_ts(t["default_ts"]) for t in cash_defaults)
+    tight = [t for t in truth if t["persona"] == "tight_budget"]
+    assert sum(t["account_id"] in first for t in tight) <= 0.2 * len(tight)
