@@ -213,9 +213,26 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from riskmon.streams.tools.evaluate_uci import main_evaluate
+    if args.source == "uci":
+        from riskmon.streams.tools.evaluate_uci import main_evaluate
 
-    return main_evaluate(args)
+        return main_evaluate(args)
+    import json
+
+    from riskmon.models.features import load_spec
+    from riskmon.streams.replay import load_truth
+    from riskmon.streams.tools.evaluate import evaluate_log, format_log_evaluation
+
+    if not Path(args.source).is_file():
+        raise ValueError(f"no event log at {args.source} (give a JSONL log, or `uci` for the UCI data)")
+    truth = load_truth(args.truth) if args.truth else None
+    policy = load_policy(args.policy) if args.policy else None
+    spec = load_spec(args.features) if args.features else None
+    r = evaluate_log(args.source, truth, partitions=args.partitions, policy=policy, spec=spec, folds=args.folds)
+    print(format_log_evaluation(r, Path(args.source).name))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r.as_dict(), indent=2) + "\n")
+    return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -289,8 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
     o.set_defaults(func=_cmd_produce)
 
-    e = sub.add_parser("evaluate", help="judge the core on real data: `riskmon evaluate uci`")
-    e.add_argument("dataset", choices=["uci"], help="uci: default of credit card clients (Yeh & Lien 2009)")
+    e = sub.add_parser("evaluate", help="judge the core on a labelled event log, or on the UCI data (`riskmon evaluate uci`)")
+    e.add_argument("source", help="a JSONL event log, or uci: default of credit card clients (Yeh & Lien 2009)")
+    e.add_argument("--truth", help="a log's truth file (account_id, defaults, default_ts); without, the log's own outcomes")
+    e.add_argument("--policy", help="policy TOML (default: the shipped policy)")
+    e.add_argument("--features", help="feature specification TOML (default: the shipped one)")
+    e.add_argument("--partitions", type=int, default=4, help="shards, as the input topic's partitions")
+    e.add_argument("--folds", type=int, default=5, help="cross-validation folds for the offline references")
     e.add_argument("--data", help="path to default_of_credit_card_clients.csv (default: ../shared/data/uci-credit-default/)")
     e.add_argument("--cohorts", type=int, default=12, help="start months the clients are spread over")
     e.add_argument("--test-cohorts", type=int, default=4, help="the last cohorts, held out for the offline references")

@@ -13,7 +13,7 @@ import orjson
 from riskmon.models.codec import DEFAULT_MAX_RECORD_BYTES, decode, dumps
 from riskmon.models.engine import Engine
 from riskmon.models.errors import Rejected
-from riskmon.models.evaluation import EarlyWarningTracker, Evaluation
+from riskmon.models.evaluation import EarlyWarningTracker, Evaluation, outcome_times
 from riskmon.models.events import Event, event_order
 from riskmon.models.policy import Policy
 from riskmon.models.quality import roc_auc
@@ -105,7 +105,7 @@ def replay(
         log = read_log(f, summary, report)
     log.sort(key=lambda e: e[0])
     engine = Engine(partitions, policy, checkpoint_every=checkpoint_every, bad_dpd=bad_dpd)
-    tracker = EarlyWarningTracker(bad_dpd)
+    tracker = EarlyWarningTracker(bad_dpd, outcome_times(truth or []))
     total = len(log)
     last_draw = 0.0
     for i, ((_, _, n), ev) in enumerate(log):
@@ -123,7 +123,7 @@ def replay(
             if collector is not None:
                 collector.observe(ev.ts, result)
             s = result.state
-            tracker.observe(s["id"], s["score"] if result.model_ready else None, s["dpd"], SEVERITY[s["status"]])
+            tracker.observe(s["id"], s["score"] if result.model_ready else None, s["dpd"], SEVERITY[s["status"]], ev.ts)
             for o in result.outcomes:
                 if o.score is None:
                     summary.cold_outcomes += 1
