@@ -17,6 +17,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
+from riskmon.models.features import load_spec
 from riskmon.models.policy import load_policy
 
 from . import faust_internals
@@ -184,6 +185,7 @@ class Worker:
         metrics = Metrics(registry)
         options = Options(
             policy=load_policy(settings.policy_file) if settings.policy_file else None,
+            spec=load_spec(settings.features_file) if settings.features_file else None,
             checkpoint_every=settings.checkpoint_every, bad_dpd=settings.bad_dpd,
             max_record_bytes=settings.max_record_bytes, lateness_s=settings.lateness_s, late=settings.late_events,
             max_future_s=settings.max_future_s, snapshot_every_s=settings.snapshot_every_s,

@@ -83,7 +83,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from riskmon.streams.replay import load_truth, replay
 
+    from riskmon.models.features import load_spec
+
     policy = load_policy(args.policy) if args.policy else None
+    spec = load_spec(args.features) if args.features else None
     truth = load_truth(args.truth) if args.truth else None
     full = open(args.rejects, "w") if args.rejects else None
     report = _LimitedReport(sys.stderr, 20, full)
@@ -99,7 +102,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         summary = replay(
             args.events, out, partitions=args.partitions or _settings().partitions, policy=policy, truth=truth, report=report,  # type: ignore[arg-type]
             progress=sys.stderr.isatty() and not args.quiet, checkpoint_every=args.checkpoint_every, bad_dpd=args.bad_dpd,
-            collector=collector,
+            collector=collector, spec=spec,
         )
     finally:
         if args.out:
@@ -267,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--partitions", type=int,
                    help="shards, as the input topic's partitions (default: $RISKMON_PARTITIONS or 4)")
     r.add_argument("--policy", help="policy TOML (default: the shipped policy)")
+    r.add_argument("--features", help="feature specification TOML (default: the shipped one, models/data/default_features.toml)")
     r.add_argument("--truth", help="truth file from simulate: print how decisions match it (never seen by the core)")
     r.add_argument("--rejects", help="write every rejected line's reason here")
     r.add_argument("--checkpoint-every", type=int, default=500, help="outcomes learned between model versions")

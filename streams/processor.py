@@ -28,6 +28,7 @@ import orjson
 from riskmon.models.codec import decode, dumps, format_ts
 from riskmon.models.errors import RejectReason, Rejected
 from riskmon.models.events import CATEGORY, event_order
+from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.monitor import Monitor
 from riskmon.models.policy import Policy
 from riskmon.models.state import AccountState
@@ -64,6 +65,7 @@ class Options:
     """How the processor judges and orders records (the worker's settings pass them through)."""
 
     policy: Policy | None = None  # the policy in force from the start (None: the shipped default)
+    spec: FeatureSpec | None = None  # the features the model sees (None: the shipped specification)
     checkpoint_every: int = 500  # outcomes learned between model versions
     bad_dpd: int = 30  # days past due that make an instalment a bad outcome
     max_record_bytes: int = 16_384
@@ -173,7 +175,8 @@ class StreamProcessor:
                 ckpt, monitor, states = Checkpoint.restore(partition, blob, self.ports.get(QUALITY_KEY_PREFIX + p))
                 sh = _Shard(partition, monitor, ckpt, hold, dict(states), set(states))
             else:
-                monitor = Monitor(f"p{partition}", o.policy, checkpoint_every=o.checkpoint_every, bad_dpd=o.bad_dpd)
+                monitor = Monitor(f"p{partition}", o.policy, checkpoint_every=o.checkpoint_every, bad_dpd=o.bad_dpd,
+                                  spec=o.spec)
                 sh = _Shard(partition, monitor, Checkpoint(partition), hold)
                 log.info("partition %d: starting afresh", partition)
             self.shards[partition] = sh

@@ -15,6 +15,7 @@ from riskmon.models.engine import Engine
 from riskmon.models.errors import Rejected
 from riskmon.models.evaluation import EarlyWarningTracker, Evaluation, outcome_times
 from riskmon.models.events import Event, event_order
+from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.policy import Policy
 from riskmon.models.quality import roc_auc
 from riskmon.models.step import StepResult
@@ -96,6 +97,7 @@ def replay(
     checkpoint_every: int = 500,
     bad_dpd: int = 30,
     collector: Observer | None = None,
+    spec: FeatureSpec | None = None,
 ) -> ReplaySummary:
     """Run the log through the core; write decisions as JSON lines to ``out``.
 
@@ -104,7 +106,7 @@ def replay(
     with open(events_path, "rb") as f:
         log = read_log(f, summary, report)
     log.sort(key=lambda e: e[0])
-    engine = Engine(partitions, policy, checkpoint_every=checkpoint_every, bad_dpd=bad_dpd)
+    engine = Engine(partitions, policy, checkpoint_every=checkpoint_every, bad_dpd=bad_dpd, spec=spec)
     tracker = EarlyWarningTracker(bad_dpd, outcome_times(truth or []))
     total = len(log)
     last_draw = 0.0

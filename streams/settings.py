@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     checkpoint_every: int = Field(500, ge=1, description="outcomes learned between model versions")
     bad_dpd: int = Field(30, ge=1)
     policy_file: Path | None = None
+    features_file: Path | None = Field(None, description="feature specification TOML (default: the shipped one)")
     session_timeout_s: float = Field(10.0, gt=0)
     heartbeat_s: float = Field(1.0, gt=0)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

@@ -119,3 +119,28 @@ def test_every_iso_currency_with_a_minor_unit_is_accepted_and_a_1960s_history_de
         e = decode(b'{"type":"inflow","event_id":"e1","account_id":"a","ts":"1965-01-05T00:00:00Z","amount":%s,'
                    b'"currency":"%s","kind":"salary"}' % (str(amount).encode(), cur.encode()))
         assert e.currency == cur and e.ts < 0
+
+
+def test_a_feature_specification_replaces_the_shipped_one_and_is_checked(tmp_path) -> None:
+    import io
+
+    from riskmon.models.features import load_spec
+    from riskmon.models.simulate import simulate
+    from riskmon.models.codec import dumps
+    from riskmon.streams.cli import main
+
+    spec_file = tmp_path / "f.toml"
+    spec_file.write_text('version = "mine-1"\nbuiltins = ["utilisation", "dpd_months"]\n'
+                         '[[aggregate]]\nname = "inflow_60d"\nkind = "sum"\nevents = ["inflow"]\nfield = "amount"\n'
+                         'window_days = 60\ntransform = "log1p"\n')
+    spec = load_spec(spec_file)
+    assert spec.version == "mine-1" and spec.names == ("utilisation", "dpd_months", "inflow_60d")
+    events, _ = simulate(200, 60, seed=3)
+    log = tmp_path / "ev.jsonl"
+    log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
+    assert main(["replay", str(log), "--features", str(spec_file), "--out", str(tmp_path / "d.jsonl"), "--quiet"]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('version = "x"\n[[aggregate]]\nname = "a"\nkind = "median"\nevents = ["inflow"]\n')
+    with pytest.raises(Rejected) as r:
+        load_spec(bad)
+    assert r.value.reason.value == "bad_policy" and "kind must be one of" in r.value.detail
