@@ -166,6 +166,14 @@ class FeatureSpec:
         return sum(a.size for a in self.aggregates)
 
     def new_state(self) -> list[Any]:
+        """The aggregates of an account that has seen nothing (a copy of one list built once)."""
+        template = self.__dict__.get("_template")
+        if template is None:
+            template = self._empty()
+            object.__setattr__(self, "_template", template)
+        return list(template)
+
+    def _empty(self) -> list[Any]:
         out: list[Any] = []
         for a in self.aggregates:
             if a.kind in ("min", "max"):
