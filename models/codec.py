@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import orjson
@@ -62,6 +62,8 @@ MAX_AMOUNT_MINOR = 10**12
 # RISKMON_MAX_FUTURE_S ahead of its clock (replay has no clock to ask).
 _MIN_TS = -2_208_988_800_000  # 1900-01-01
 _MAX_TS = 4_102_444_800_000  # 2100-01-01
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
 _TEXT_MAX = 128
 
@@ -90,7 +92,7 @@ def parse_ts(value: Any, name: str = "ts") -> int:
         raise Rejected(RejectReason.BAD_TIMESTAMP, f"field '{name}' has no UTC offset: {value[:40]!r}")
     if not 1900 <= dt.year <= 2100:  # before the arithmetic: year 1 minus an offset overflows
         raise Rejected(RejectReason.BAD_TIMESTAMP, f"field '{name}' is outside 1900..2100: {value[:40]!r}")
-    ms = int(dt.timestamp() * 1000)
+    ms = (dt - _EPOCH) // _MS  # exact: float seconds * 1000 is off by one millisecond now and then
     if not _MIN_TS <= ms < _MAX_TS:
         raise Rejected(RejectReason.BAD_TIMESTAMP, f"field '{name}' is outside 1900..2100: {value[:40]!r}")
     return ms

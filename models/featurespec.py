@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -148,8 +149,15 @@ class FeatureSpec:
         object.__setattr__(self, "_timed", tuple(a for a in self.aggregates if a.kind in ("time_below", "time_above")))
         object.__setattr__(self, "_levels", tuple(a for a in self.aggregates if a.level and a.kind in ("min", "max")))
         self._compile_reader()
+        layout = ";".join(f"{a.name}:{a.kind}:{a.size}:{a.field}:{a.window_ms}:{a.buckets}" for a in self.aggregates)
+        object.__setattr__(self, "_fingerprint", zlib.crc32(layout.encode()))
         # One tuple for the life of the spec: the model caches its weights by the names' identity.
         object.__setattr__(self, "_names", self.builtins + tuple(a.name for a in self.aggregates) + tuple(r.name for r in self.ratios))
+
+    @property
+    def fingerprint(self) -> int:
+        """Identifies the layout of the aggregates in an account's state (a state under another starts afresh)."""
+        return self._fingerprint  # type: ignore[attr-defined, no-any-return]
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -199,7 +207,9 @@ class FeatureSpec:
         for a in self._timed:  # type: ignore[attr-defined]
             level = balance if a.field == "balance" else drawn if a.field == "drawn" else dpd
             if level is not None and (level < a.below if a.kind == "time_below" else level > a.below):
-                agg[a.offset] += elapsed_ms / DAY_MS
+                # The decayed days of the whole interval (not its length, decayed as one lump): an account
+                # past the line throughout reads the same however often events come.
+                agg[a.offset] += a.window_ms * -math.expm1(-elapsed_ms / a.window_ms) / DAY_MS
 
     def observe(self, agg: list[Any], event: Any, now: int, before: float | None, after: float | None,
                 drawn_before: float, drawn_after: float) -> None:
@@ -379,17 +389,23 @@ def parse_spec(doc: dict[str, Any], where: str, builtin_names: tuple[str, ...]) 
     if not isinstance(version, str) or not version:
         raise _spec_error(where, "a feature specification needs a top-level version string")
     builtins = doc.get("builtins", [])
-    if not isinstance(builtins, list) or any(b not in builtin_names for b in builtins):
+    if not isinstance(builtins, list) or any(not isinstance(b, str) or b not in builtin_names for b in builtins):
         unknown = [b for b in builtins if b not in builtin_names] if isinstance(builtins, list) else builtins
         raise _spec_error(where, f"unknown built-in features {unknown!r}; known: {', '.join(builtin_names)}")
+    if len(set(builtins)) != len(builtins):
+        raise _spec_error(where, "a built-in feature is named twice")
     aggs: list[Aggregate] = []
     offset = 0
-    seen = set(builtins)
-    for i, item in enumerate(doc.get("aggregate", [])):
-        w = f"{where}: aggregate {i + 1} ({item.get('name', '?')})"
+    seen = set(builtin_names)  # no declared feature may take a built-in's name (nor its expert weight)
+    tables = {k: doc.get(k, []) for k in ("aggregate", "ratio")}
+    for k, items in tables.items():
+        if not isinstance(items, list) or any(not isinstance(item, dict) for item in items):
+            raise _spec_error(where, f"{k} must be a list of tables ([[{k}]])")
+    for i, item in enumerate(tables["aggregate"]):
+        w = f"{where}: aggregate {i + 1} ({str(item.get('name', '?'))[:40]})"
         name = item.get("name")
         if not isinstance(name, str) or not name.isidentifier() or name in seen:
-            raise _spec_error(w, "needs a unique name (letters, digits, _)")
+            raise _spec_error(w, "needs a unique name (letters, digits, _), not a built-in feature's")
         seen.add(name)
         kind = item.get("kind")
         if kind not in KINDS:
@@ -404,10 +420,13 @@ def parse_spec(doc: dict[str, Any], where: str, builtin_names: tuple[str, ...]) 
             raise _spec_error(w, f"a {kind} needs a field: one of {', '.join(FIELDS)}")
         if field is not None and field not in FIELDS:
             raise _spec_error(w, f"field must be one of {', '.join(FIELDS)}")
+        if field == "dpd" and kind not in ("time_below", "time_above"):
+            raise _spec_error(w, "dpd (the line's days past due) is read by time_above and time_below only; "
+                                 "the ledger's reports are field days_past_due")
         kinds = item.get("kinds")
         if kinds is not None:
             allowed = {k for e in events for k in CASH_FLOW_KINDS.get(e, ())}
-            if not isinstance(kinds, list) or not kinds or any(k not in allowed for k in kinds):
+            if not isinstance(kinds, list) or not kinds or any(not isinstance(k, str) or k not in allowed for k in kinds):
                 raise _spec_error(w, f"kinds must be cash-flow kinds of its events ({', '.join(sorted(allowed))})")
         window = item.get("window_days", 30)
         buckets = item.get("buckets", 3 if kind in ("min", "max") else 6 if kind == "periods" else 1)
@@ -422,8 +441,10 @@ def parse_spec(doc: dict[str, Any], where: str, builtin_names: tuple[str, ...]) 
             raise _spec_error(w, f"transform must be one of {', '.join(TRANSFORMS)}")
         line = item.get("above" if kind == "time_above" else "below", 0)
         for label, v in (("cap", cap), ("at_least", at_least), ("below/above", line)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise _spec_error(w, f"{label} must be a number")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise _spec_error(w, f"{label} must be a finite number")
+        if cap is not None and cap <= 0:
+            raise _spec_error(w, "cap must be positive")
         unknown = set(item) - {"name", "kind", "events", "field", "kinds", "window_days", "buckets", "transform", "cap",
                                "at_least", "below", "above", "text"}
         if unknown:
@@ -436,17 +457,23 @@ def parse_spec(doc: dict[str, Any], where: str, builtin_names: tuple[str, ...]) 
         aggs.append(a)
     names = {a.name for a in aggs}
     ratios = []
-    for i, item in enumerate(doc.get("ratio", [])):
-        w = f"{where}: ratio {i + 1} ({item.get('name', '?')})"
+    for i, item in enumerate(tables["ratio"]):
+        w = f"{where}: ratio {i + 1} ({str(item.get('name', '?'))[:40]})"
         name = item.get("name")
         if not isinstance(name, str) or not name.isidentifier() or name in seen:
-            raise _spec_error(w, "needs a unique name (letters, digits, _)")
+            raise _spec_error(w, "needs a unique name (letters, digits, _), not a built-in feature's")
         seen.add(name)
         if item.get("num") not in names or item.get("den") not in names:
             raise _spec_error(w, "num and den must name aggregates")
+        unknown = set(item) - {"name", "num", "den", "default", "cap", "text"}
+        if unknown:
+            raise _spec_error(w, f"unknown keys {sorted(unknown)}")
         default, cap = item.get("default", 0.0), item.get("cap")
-        if isinstance(default, bool) or not isinstance(default, (int, float)):
-            raise _spec_error(w, "default must be a number")
+        for label, v in (("default", default), ("cap", cap)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise _spec_error(w, f"{label} must be a finite number")
+        if cap is not None and cap <= 0:
+            raise _spec_error(w, "cap must be positive")
         ratios.append(Ratio(name, item["num"], item["den"], float(default), None if cap is None else float(cap),
                             str(item.get("text", name.replace("_", " ")))))
     unknown = set(doc) - {"version", "builtins", "aggregate", "ratio"}

@@ -24,6 +24,8 @@ from .vocabulary import HOLD_ACTION, STATES
 
 __all__ = ["Monitor", "States"]
 
+_BEFORE_ANY_TIME = -(2**62)  # event times reach back to 1900, before the epoch
+
 # States in which a line is closed: not counted among the open accounts the breaker's share rule reads.
 _CLOSED = frozenset(s.name for s in STATES if s.cap == "zero")
 
@@ -64,7 +66,7 @@ class Monitor:
         self.labels_since_checkpoint = 0
         self.outcomes_seen = 0
         # (effective event time, policy), sorted; the first is in force from the start.
-        self._policies: list[tuple[int, Policy]] = [(0, policy or default_policy())]
+        self._policies: list[tuple[int, Policy]] = [(_BEFORE_ANY_TIME, policy or default_policy())]
         self._policy_events: set[str] = set()  # control events applied (policy updates and breaker commands)
         self.status: Counter[str] = Counter()  # the shard's accounts by early-warning state
         self.breaker = Breaker()
@@ -141,7 +143,13 @@ class Monitor:
         return dict(self.breaker.tripped)
 
     def _count(self, old: AccountState | None, new: AccountState) -> None:
-        """Keep the shard's accounts by state and its held moves in step with a result."""
+        """Keep the shard's accounts by state and its held moves in step with a result.
+
+        A current account whose line has not opened is no account of the portfolio yet."""
+        if not new.get("line", 1):
+            return
+        if old is not None and not old.get("line", 1):
+            old = None  # its line opens now
         if old is None or old["status"] != new["status"]:
             if old is not None:
                 self.status[old["status"]] -= 1
@@ -205,11 +213,14 @@ class Monitor:
         }
 
     @classmethod
-    def restore(cls, data: bytes, quality: bytes | None = None) -> Monitor:
-        """A monitor from :meth:`dumps` bytes: it scores exactly as the one saved."""
+    def restore(cls, data: bytes, quality: bytes | None = None, spec: FeatureSpec | None = None) -> Monitor:
+        """A monitor from :meth:`dumps` bytes: it scores exactly as the one saved.
+
+        ``spec``: the feature specification configured now (the saved one if None); account states
+        saved under another layout start their aggregates afresh when next applied."""
         snap = pickle.loads(data)
         m = cls(snap["name"], model=snap["model"], checkpoint_every=snap["checkpoint_every"], bad_dpd=snap["bad_dpd"],
-                spec=snap.get("spec"))
+                spec=spec or snap.get("spec"))
         if "quality" in snap:
             m.quality = snap["quality"]
         elif quality is not None:

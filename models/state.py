@@ -13,7 +13,7 @@ from .velocity import COUNTERS
 from .vocabulary import STATES
 
 __all__ = [
-    "AccountState", "Instalment", "FIELDS", "new_state", "copy_state",
+    "AccountState", "Instalment", "FIELDS", "new_state", "copy_state", "upgrade",
     "I_ID", "I_DUE_TS", "I_AMOUNT", "I_PAID", "I_MISSED", "I_LABELLED", "I_SCORE", "I_X",
 ]
 
@@ -56,6 +56,7 @@ FIELDS = {
     "n": "events applied",
     "hold": "present while a tripped breaker holds a move: [target status, event time held (ms), held decision id]",
     "a": "the feature specification's aggregates (models.featurespec: layout by the spec)",
+    "fs": "fingerprint of the specification whose layout 'a' follows (another one starts 'a' afresh)",
     "cb": "balance of the linked current account (minor units, negative when overdrawn); null until known",
     "line": "1 once the credit line is open; 0 for a current account whose line has not opened yet",
 }
@@ -88,6 +89,7 @@ class AccountState(TypedDict):
     ids: list[int]
     n: int
     a: list[Any]
+    fs: int
     cb: float | None
     line: int
     hold: NotRequired[list[Any]]
@@ -101,8 +103,20 @@ def new_state(account_id: str, currency: str, opened_ts: int, limit: int, spec: 
         ts=opened_ts, inst=[], rdpd=0, rts=opened_ts, dpd=0, max_dpd=0, late=0,
         missed=0, partial=0, on_time=0, streak=0, last_ok=opened_ts,
         v=[0.0] * len(COUNTERS), status=STATES[0].name, since=opened_ts, good=0,
-        score=0.0, ids=[], n=0, a=(spec or default_spec()).new_state(), cb=None, line=1 if line else 0,
+        score=0.0, ids=[], n=0, a=(spec or default_spec()).new_state(), fs=(spec or default_spec()).fingerprint,
+        cb=None, line=1 if line else 0,
     )
+
+
+def upgrade(s: AccountState, spec: FeatureSpec) -> AccountState:
+    """A state saved before the declared features, or under another specification: its aggregates start
+    afresh (they rebuild over their windows); everything else is kept. ``s`` itself is not changed."""
+    c = copy_state(s) if "a" in s else AccountState(**{**s, "a": []})
+    c["a"] = spec.new_state()
+    c["fs"] = spec.fingerprint
+    c.setdefault("cb", None)
+    c.setdefault("line", 1)
+    return c
 
 
 def copy_state(s: AccountState) -> AccountState:

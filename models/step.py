@@ -26,7 +26,10 @@ from .features import rounded, vector
 from .featurespec import FeatureSpec, default_spec
 from .policy import Policy
 from .risk_model import RiskModel
-from .state import I_AMOUNT, I_DUE_TS, I_ID, I_LABELLED, I_MISSED, I_PAID, I_SCORE, I_X, AccountState, Instalment, copy_state, new_state
+from .state import (
+    I_AMOUNT, I_DUE_TS, I_ID, I_LABELLED, I_MISSED, I_PAID, I_SCORE, I_X, AccountState, Instalment, copy_state, new_state,
+    upgrade,
+)
 from .units import DAY_MS
 from .velocity import INDEX, decay
 from .vocabulary import BREAKER_ACTIONS, SEVERITY, STATES, action_for, cap_for
@@ -113,8 +116,14 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
     else:
         if h in state["ids"]:
             return StepResult(state, duplicate=True)
-        if isinstance(event, AccountOpened) and state["line"]:
-            raise Rejected(RejectReason.ACCOUNT_EXISTS, f"account {event.account_id!r} is already open")
+        if state.get("fs") != spec.fingerprint:
+            state = upgrade(state, spec)  # saved before the features, or with another specification
+        if state["line"]:
+            if isinstance(event, AccountOpened):
+                raise Rejected(RejectReason.ACCOUNT_EXISTS, f"account {event.account_id!r} is already open")
+        elif not isinstance(event, (CashFlow, BalanceReport, AccountOpened)):
+            raise Rejected(RejectReason.UNKNOWN_ACCOUNT,
+                           f"{event.type} for account {event.account_id!r}, whose credit line never opened")
         currency = getattr(event, "currency", None)
         if currency is not None and currency != state["cur"]:
             raise Rejected(RejectReason.CURRENCY_MISMATCH, f"{event.type} in {currency}, the line is in {state['cur']}")
@@ -258,7 +267,8 @@ def _book(s: AccountState, e: AccountEvent, ctx: Context, r: StepResult) -> None
             for inst in s["inst"]:
                 if inst[I_DUE_TS] <= e.ts:
                     inst[I_PAID] = max(inst[I_PAID], inst[I_AMOUNT])
-                    _settle(s, inst, inst[I_DUE_TS] - 1, r)
+                    # Met by its due date, unless we saw the date pass unpaid: then late.
+                    _settle(s, inst, e.ts if inst[I_MISSED] else inst[I_DUE_TS] - 1, r)
                 else:
                     keep.append(inst)
             s["inst"] = keep
@@ -296,14 +306,16 @@ def _allocate(s: AccountState, amount: int, ts: int, r: StepResult, p: Policy, n
             if inst[I_MISSED]:
                 s["v"][_I_PAID] += pay
     keep = []
+    cleared = False  # the payment settled an instalment that was past due
     for inst in s["inst"]:
         unpaid = inst[I_AMOUNT] - inst[I_PAID]
         if unpaid < SETTLE_TOLERANCE or unpaid <= share * inst[I_AMOUNT]:
+            cleared = cleared or inst[I_DUE_TS] <= ts
             _settle(s, inst, ts, r)
         else:
             keep.append(inst)
     s["inst"] = keep
-    if not any(i[I_DUE_TS] <= ts for i in keep):
+    if not keep or (cleared and not any(i[I_DUE_TS] <= ts for i in keep)):
         s["rdpd"] = 0
 
 
@@ -315,7 +327,7 @@ def _settle(s: AccountState, inst: Instalment, ts: int, r: StepResult) -> None:
         s["on_time"] += 1
         s["streak"] += 1
         s["good"] += 1
-        s["last_ok"] = ts
+        s["last_ok"] = max(s["last_ok"], ts)
     else:
         s["late"] += 1
     if not inst[I_LABELLED] and inst[I_X] is not None:
@@ -333,7 +345,7 @@ def _age(s: AccountState, ctx: Context, r: StepResult) -> None:
         days = days_between(inst[I_DUE_TS], now) + 1
         worst = max(worst, days)
         if not inst[I_MISSED]:
-            if s["on_time"] == 0 and s["last_ok"] < inst[I_DUE_TS]:
+            if s["on_time"] + s["late"] + s["missed"] == 0 and s["last_ok"] < inst[I_DUE_TS]:
                 s["last_ok"] = inst[I_DUE_TS]  # time since an on-time payment counts from the first due date
             inst[I_MISSED] = 1
             s["v"][_I_DUE] += inst[I_AMOUNT]

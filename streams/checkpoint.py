@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from riskmon.models.codec import dumps
+from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.monitor import Monitor
 from riskmon.models.state import AccountState
 
@@ -131,10 +132,12 @@ class Checkpoint:
         self.settled: list[tuple[Any, DeadLetter | None]] = []
 
     @classmethod
-    def restore(cls, partition: int, blob: bytes, quality: bytes | None) -> tuple[Checkpoint, Monitor, dict[str, AccountState]]:
-        """The partition as its last snapshot left it: progress, monitor, and the states the snapshot carries."""
+    def restore(cls, partition: int, blob: bytes, quality: bytes | None,
+                spec: FeatureSpec | None = None) -> tuple[Checkpoint, Monitor, dict[str, AccountState]]:
+        """The partition as its last snapshot left it: progress, monitor, and the states the snapshot carries
+        (``spec``: the feature specification configured now)."""
         snap = pickle.loads(blob)
-        monitor = Monitor.restore(snap["monitor"], quality)
+        monitor = Monitor.restore(snap["monitor"], quality, spec)
         applied = {}
         for cat, (low, extra) in snap["applied"].items():
             applied[cat] = OffsetSet(low)

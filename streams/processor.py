@@ -172,7 +172,7 @@ class StreamProcessor:
             p = str(partition).encode()
             blob = self.ports.get(SHARD_KEY_PREFIX + p)
             if blob is not None:
-                ckpt, monitor, states = Checkpoint.restore(partition, blob, self.ports.get(QUALITY_KEY_PREFIX + p))
+                ckpt, monitor, states = Checkpoint.restore(partition, blob, self.ports.get(QUALITY_KEY_PREFIX + p), o.spec)
                 sh = _Shard(partition, monitor, ckpt, hold, dict(states), set(states))
             else:
                 monitor = Monitor(f"p{partition}", o.policy, checkpoint_every=o.checkpoint_every, bad_dpd=o.bad_dpd,

@@ -144,3 +144,87 @@ def test_a_feature_specification_replaces_the_shipped_one_and_is_checked(tmp_pat
     with pytest.raises(Rejected) as r:
         load_spec(bad)
     assert r.value.reason.value == "bad_policy" and "kind must be one of" in r.value.detail
+
+
+def test_a_current_account_takes_no_credit_events_before_its_line_opens() -> None:
+    ctx = Context(default_policy(), FixedScore(0.01), "test.v0", True, 30)
+    s = step(None, ev("inflow", at(0), account="C3", amount=100, currency="CNY", kind="salary"), ctx).state
+    for bad in (ev("dpd_report", at(1), account="C3", days_past_due=90),
+                ev("drawdown", at(1), account="C3", amount=500, currency="CNY", channel="app")):
+        with pytest.raises(Rejected) as r:
+            step(s, bad, ctx)
+        assert r.value.reason.value == "unknown_account" and "never opened" in r.value.detail
+
+
+def test_a_tiny_payment_does_not_clear_arrears_only_the_ledger_knows() -> None:
+    a = Account(limit=10_000)
+    a.tick(5, dpd=60)  # arrears on obligations this feed never stated
+    a.statement(6, 100)  # a new statement, not due yet
+    a.pay(7, 0.01)
+    assert a.state["dpd"] >= 61
+
+
+def test_months_since_on_time_do_not_restart_at_each_missed_instalment() -> None:
+    a = Account(limit=10_000)
+    a.statement(0, 100)  # due day 20, missed
+    a.statement(30, 100)  # due day 50, missed
+    a.tick(80)
+    assert features(a.state)["months_since_on_time"] == pytest.approx(59 / 30)  # from the end of day 20
+
+
+def test_a_missed_instalment_the_ledger_reports_current_is_late_not_on_time() -> None:
+    a = Account(limit=10_000)
+    a.statement(0, 100)  # due day 20
+    a.tick(25)  # the date passed unpaid
+    last_ok = a.state["last_ok"]
+    a.tick(30, dpd=0)
+    assert a.state["late"] == 1 and a.state["on_time"] == 0 and a.state["last_ok"] == last_ok
+
+
+def test_time_in_arrears_reads_the_same_however_often_the_ledger_reports() -> None:
+    readings = []
+    for every in (1, 30, 90):
+        a = Account(limit=10_000)
+        a.statement(0, 100)  # due day 20, never paid: in arrears from day 21
+        a.tick(21, dpd=1)  # the first report, then one every `every` days
+        for day in range(21 + every, 400, every):
+            a.tick(day, dpd=day - 20)
+        a.tick(400, dpd=380)
+        readings.append(features(a.state)["days_in_arrears_90d"])
+    assert max(readings) - min(readings) < 1.0 and 85 < readings[0] <= 90, readings
+
+
+def test_a_policy_update_before_1970_stays_in_force() -> None:
+    from riskmon.models.monitor import Monitor
+
+    m = Monitor("p0")
+    m.control(ev("policy_update", -1_000_000_000_000, policy_version="old-books", thresholds={"dpd.watch": 10}))
+    assert m.policy_at(-500_000_000_000).version == "old-books" and m.policy_at(at(0)).version == "old-books"
+
+
+def test_a_state_saved_before_the_features_is_upgraded_not_dead_lettered() -> None:
+    a = Account(limit=10_000)
+    a.statement(0, 100)
+    old = {k: v for k, v in a.state.items() if k not in ("a", "fs", "cb", "line")}
+    r = step(old, ev("payment", at(5), amount=100, currency="CNY", channel="app"), a.ctx())  # type: ignore[arg-type]
+    assert r.state["line"] == 1 and r.state["inst"] == [] and len(r.state["a"]) == len(a.state["a"])
+    assert "a" not in old
+
+
+@pytest.mark.parametrize("body, says", [
+    ('[[aggregate]]\nname = "x"\nkind = "sum"\nevents = ["inflow"]\nfield = "amount"\ncap = inf\n', "finite"),
+    ('[[aggregate]]\nname = "x"\nkind = "max"\nevents = ["dpd_report"]\nfield = "dpd"\n', "time_above"),
+    ('[[aggregate]]\nname = "utilisation"\nkind = "count"\nevents = ["inflow"]\n', "built-in"),
+    ('aggregate = [1]\n', "list of tables"),
+    ('[[aggregate]]\nname = "x"\nkind = "count"\nevents = ["inflow"]\nkinds = [["salary"]]\n', "kinds"),
+    ('[[aggregate]]\nname = "x"\nkind = "count"\nevents = ["inflow"]\n[[ratio]]\nname = "r"\nnum = "x"\nden = "x"\ncap = "abc"\n', "finite"),
+    ('[[aggregate]]\nname = "x"\nkind = "count"\nevents = ["inflow"]\n[[ratio]]\nname = "r"\nnum = "x"\nden = "x"\nnumerator = 1\n', "unknown keys"),
+])
+def test_a_feature_specification_that_could_not_run_is_refused_at_load(tmp_path, body: str, says: str) -> None:
+    from riskmon.models.features import load_spec
+
+    f = tmp_path / "f.toml"
+    f.write_text('version = "v"\nbuiltins = ["utilisation"]\n' + body)
+    with pytest.raises(Rejected) as r:
+        load_spec(f)
+    assert r.value.reason.value == "bad_policy" and says in r.value.detail, r.value.detail
