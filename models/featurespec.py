@@ -383,6 +383,16 @@ def _spec_error(where: str, text: str) -> Rejected:
     return Rejected(RejectReason.BAD_POLICY, f"{where}: {text}")
 
 
+def _named(item: dict[str, Any], where: str, seen: set[str]) -> tuple[str, str]:
+    """(where, name) of a declared feature, its name checked unique and not a built-in's, and noted as seen."""
+    w = f"{where} ({str(item.get('name', '?'))[:40]})"
+    name = item.get("name")
+    if not isinstance(name, str) or not name.isidentifier() or name in seen:
+        raise _spec_error(w, "needs a unique name (letters, digits, _), not a built-in feature's")
+    seen.add(name)
+    return w, name
+
+
 def parse_spec(doc: dict[str, Any], where: str, builtin_names: tuple[str, ...]) -> FeatureSpec:
     """A specification from its TOML document; :class:`Rejected` (bad_policy) naming what is wrong."""
     version = doc.get("version")
@@ -402,11 +412,7 @@ def parse_spec(doc: dict[str, Any], where: str, builtin_names: tuple[str, ...]) 
         if not isinstance(items, list) or any(not isinstance(item, dict) for item in items):
             raise _spec_error(where, f"{k} must be a list of tables ([[{k}]])")
     for i, item in enumerate(tables["aggregate"]):
-        w = f"{where}: aggregate {i + 1} ({str(item.get('name', '?'))[:40]})"
-        name = item.get("name")
-        if not isinstance(name, str) or not name.isidentifier() or name in seen:
-            raise _spec_error(w, "needs a unique name (letters, digits, _), not a built-in feature's")
-        seen.add(name)
+        w, name = _named(item, f"{where}: aggregate {i + 1}", seen)
         kind = item.get("kind")
         if kind not in KINDS:
             raise _spec_error(w, f"kind must be one of {', '.join(KINDS)}")
@@ -458,11 +464,7 @@ def parse_spec(doc: dict[str, Any], where: str, builtin_names: tuple[str, ...]) 
     names = {a.name for a in aggs}
     ratios = []
     for i, item in enumerate(tables["ratio"]):
-        w = f"{where}: ratio {i + 1} ({str(item.get('name', '?'))[:40]})"
-        name = item.get("name")
-        if not isinstance(name, str) or not name.isidentifier() or name in seen:
-            raise _spec_error(w, "needs a unique name (letters, digits, _), not a built-in feature's")
-        seen.add(name)
+        w, name = _named(item, f"{where}: ratio {i + 1}", seen)
         if item.get("num") not in names or item.get("den") not in names:
             raise _spec_error(w, "num and den must name aggregates")
         unknown = set(item) - {"name", "num", "den", "default", "cap", "text"}
