@@ -138,6 +138,8 @@ class FeatureSpec:
     def __post_init__(self) -> None:
         by_event: dict[str, list[Aggregate]] = {}
         for a in self.aggregates:
+            if a.kind in ("time_below", "time_above") or (a.level and a.kind in ("min", "max")):
+                continue  # fed by advance() and by the level in observe(), whatever the event
             for t in a.events:
                 by_event.setdefault(t, []).append(a)
         object.__setattr__(self, "_by_event", {t: tuple(v) for t, v in by_event.items()})
@@ -148,6 +150,7 @@ class FeatureSpec:
         object.__setattr__(self, "_decays", tuple((tau, tuple(offs)) for tau, offs in sorted(decays.items())))
         object.__setattr__(self, "_timed", tuple(a for a in self.aggregates if a.kind in ("time_below", "time_above")))
         object.__setattr__(self, "_levels", tuple(a for a in self.aggregates if a.level and a.kind in ("min", "max")))
+        object.__setattr__(self, "_template", self._empty())
         self._compile_reader()
         layout = ";".join(f"{a.name}:{a.kind}:{a.size}:{a.field}:{a.window_ms}:{a.buckets}" for a in self.aggregates)
         object.__setattr__(self, "_fingerprint", zlib.crc32(layout.encode()))
@@ -175,11 +178,7 @@ class FeatureSpec:
 
     def new_state(self) -> list[Any]:
         """The aggregates of an account that has seen nothing (a copy of one list built once)."""
-        template = self.__dict__.get("_template")
-        if template is None:
-            template = self._empty()
-            object.__setattr__(self, "_template", template)
-        return list(template)
+        return list(self._template)  # type: ignore[attr-defined]
 
     def _empty(self) -> list[Any]:
         out: list[Any] = []
@@ -222,8 +221,6 @@ class FeatureSpec:
         for a in self._by_event.get(event.type, ()):  # type: ignore[attr-defined]
             if a.kinds is not None and getattr(event, "kind", None) not in a.kinds:
                 continue
-            if a.kind in ("time_below", "time_above") or (a.level and a.kind in ("min", "max")):
-                continue  # fed by advance(), and by the level below
             x: Any = (1.0 if a.field is None else after if a.field == "balance" else drawn_after if a.field == "drawn"
                       else getattr(event, a.field, None))
             if x is None or (a.at_least is not None and x < a.at_least):
@@ -256,7 +253,7 @@ class FeatureSpec:
         """One straight-line function for :meth:`values`, generated from the (validated) spec: it runs on
         every event, and a loop over the aggregates with a branch per kind and transform cost three times as much."""
         lines = ["def values(agg, now, limit, balance, drawn):"]
-        env: dict[str, Any] = {"_bucket_read": _bucket_read, "_periods_share": _periods_share, "log1p": math.log1p}
+        env: dict[str, Any] = {"_bucket_read": _bucket_read, "log1p": math.log1p}
         out = []
 
         def clip(var: str, cap: float | None) -> None:
@@ -273,7 +270,7 @@ class FeatureSpec:
             elif a.kind == "last":
                 lines.append(f"    {r} = agg[{o}]")
                 lines.append(f"    if {r} is None: {r} = 0.0")
-            elif a.kind == "periods":  # _periods_share, inlined
+            elif a.kind == "periods":  # the share of the last `buckets` periods whose bit is set
                 width, b = a.window_ms / a.buckets, a.buckets
                 lines.append(f"    {r} = agg[{o}]")
                 lines.append(f"    if {r} is not None:")
@@ -366,16 +363,6 @@ def _set_period(agg: list[Any], o: int, a: Aggregate, now: int) -> None:
     if p > int(newest) - a.buckets:
         mask |= 1 << (int(newest) - p)
     agg[o + 1] = mask
-
-
-def _periods_share(agg: list[Any], o: int, a: Aggregate, now: int) -> float:
-    newest = agg[o]
-    if newest is None:
-        return 0.0
-    shift = int(now // (a.window_ms / a.buckets)) - int(newest)
-    if shift >= a.buckets:
-        return 0.0
-    return ((int(agg[o + 1]) << shift) & ((1 << a.buckets) - 1)).bit_count() / a.buckets
 
 
 # -- loading -----------------------------------------------------------------------

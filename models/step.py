@@ -116,8 +116,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
     else:
         if h in state["ids"]:
             return StepResult(state, duplicate=True)
-        if state.get("fs") != spec.fingerprint:
-            state = upgrade(state, spec)  # saved before the features, or with another specification
+        state = _current(state, spec)
         if state["line"]:
             if isinstance(event, AccountOpened):
                 raise Rejected(RejectReason.ACCOUNT_EXISTS, f"account {event.account_id!r} is already open")
@@ -184,9 +183,15 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
     return result
 
 
+def _current(state: AccountState, spec: FeatureSpec) -> AccountState:
+    """``state`` in the layout ``spec`` gives: one saved before the features, or under another
+    specification, has its aggregates start afresh (see :func:`upgrade`)."""
+    return state if state.get("fs") == spec.fingerprint else upgrade(state, spec)
+
+
 def resolve_hold(state: AccountState, cmd: BreakerCommand, ctx: Context) -> StepResult:
     """Release (apply) or drop the move a breaker held on this account; the breaker re-arms elsewhere."""
-    s = copy_state(state)
+    s = copy_state(_current(state, ctx.spec))
     result = StepResult(s, model_ready=ctx.model_ready)
     hold = s.pop("hold", None)
     if hold is None:

@@ -228,3 +228,15 @@ def test_a_feature_specification_that_could_not_run_is_refused_at_load(tmp_path,
     with pytest.raises(Rejected) as r:
         load_spec(f)
     assert r.value.reason.value == "bad_policy" and says in r.value.detail, r.value.detail
+
+
+def test_a_breaker_command_settles_a_hold_on_a_state_saved_before_the_features() -> None:
+    from riskmon.models.step import resolve_hold
+
+    a = Account(limit=10_000)
+    held = dict(a.state, hold=["closed", at(1), "d1"])
+    old = {k: v for k, v in held.items() if k not in ("a", "fs", "cb", "line")}
+    cmd = ev("breaker_command", at(2), command="drop", action="closure", note="")
+    r = resolve_hold(old, cmd, a.ctx())  # type: ignore[arg-type]
+    assert [d.action for d in r.decisions] == ["hold_dropped"] and "hold" not in r.state
+    assert len(r.state["a"]) == len(a.state["a"]) and "a" not in old
