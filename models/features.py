@@ -11,7 +11,6 @@ model later learns on exactly what it scored.
 """
 from __future__ import annotations
 
-import math
 from math import log1p
 
 from .featurespec import BUILTINS, FeatureSpec, default_spec, load_spec

@@ -10,10 +10,11 @@ from typing import IO, TYPE_CHECKING, Sequence
 import orjson
 
 from riskmon.models.errors import Rejected
-from riskmon.models.policy import load_policy
+from riskmon.models.policy import Policy, load_policy
 from riskmon.models.vocabulary import GUARDABLE
 
 if TYPE_CHECKING:
+    from riskmon.models.featurespec import FeatureSpec
     from riskmon.streams.settings import Settings
 
 __all__ = ["main"]
@@ -80,13 +81,29 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judging_args(p: argparse.ArgumentParser) -> None:
+    """What replaying a log through the core takes, the same for every command that does."""
+    p.add_argument("--partitions", type=int,
+                   help="shards, as the input topic's partitions (default: $RISKMON_PARTITIONS or 4)")
+    p.add_argument("--policy", help="policy TOML (default: the shipped policy)")
+    p.add_argument("--features", help="feature specification TOML (default: the shipped one, models/data/default_features.toml)")
+
+
+def _judging(args: argparse.Namespace) -> tuple[Policy | None, FeatureSpec | None]:
+    """The policy and feature specification ``--policy`` and ``--features`` name (None: the shipped ones)."""
+    from riskmon.models.features import load_spec
+
+    return (load_policy(args.policy) if args.policy else None, load_spec(args.features) if args.features else None)
+
+
+def _partitions(args: argparse.Namespace) -> int:
+    return args.partitions or _settings().partitions
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from riskmon.streams.replay import load_truth, replay
 
-    from riskmon.models.features import load_spec
-
-    policy = load_policy(args.policy) if args.policy else None
-    spec = load_spec(args.features) if args.features else None
+    policy, spec = _judging(args)
     truth = load_truth(args.truth) if args.truth else None
     full = open(args.rejects, "w") if args.rejects else None
     report = _LimitedReport(sys.stderr, 20, full)
@@ -100,7 +117,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         collector = ReportCollector()
     try:
         summary = replay(
-            args.events, out, partitions=args.partitions or _settings().partitions, policy=policy, truth=truth, report=report,  # type: ignore[arg-type]
+            args.events, out, partitions=_partitions(args), policy=policy, truth=truth, report=report,  # type: ignore[arg-type]
             progress=sys.stderr.isatty() and not args.quiet, checkpoint_every=args.checkpoint_every, bad_dpd=args.bad_dpd,
             collector=collector, spec=spec,
         )
@@ -222,16 +239,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return main_evaluate(args)
     import json
 
-    from riskmon.models.features import load_spec
     from riskmon.streams.replay import load_truth
     from riskmon.streams.tools.evaluate import evaluate_log, format_log_evaluation
 
     if not Path(args.source).is_file():
         raise ValueError(f"no event log at {args.source} (give a JSONL log, or `uci` for the UCI data)")
     truth = load_truth(args.truth) if args.truth else None
-    policy = load_policy(args.policy) if args.policy else None
-    spec = load_spec(args.features) if args.features else None
-    r = evaluate_log(args.source, truth, partitions=args.partitions, policy=policy, spec=spec, folds=args.folds)
+    policy, spec = _judging(args)
+    r = evaluate_log(args.source, truth, partitions=_partitions(args), policy=policy, spec=spec, folds=args.folds)
     print(format_log_evaluation(r, Path(args.source).name))
     if args.json:
         Path(args.json).write_text(json.dumps(r.as_dict(), indent=2) + "\n")
@@ -267,10 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="run an event log through the core and write decisions")
     r.add_argument("events", help="JSONL event log")
     r.add_argument("--out", help="decisions file (default: stdout)")
-    r.add_argument("--partitions", type=int,
-                   help="shards, as the input topic's partitions (default: $RISKMON_PARTITIONS or 4)")
-    r.add_argument("--policy", help="policy TOML (default: the shipped policy)")
-    r.add_argument("--features", help="feature specification TOML (default: the shipped one, models/data/default_features.toml)")
+    _judging_args(r)
     r.add_argument("--truth", help="truth file from simulate: print how decisions match it (never seen by the core)")
     r.add_argument("--rejects", help="write every rejected line's reason here")
     r.add_argument("--checkpoint-every", type=int, default=500, help="outcomes learned between model versions")
@@ -313,9 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="judge the core on a labelled event log, or on the UCI data (`riskmon evaluate uci`)")
     e.add_argument("source", help="a JSONL event log, or uci: default of credit card clients (Yeh & Lien 2009)")
     e.add_argument("--truth", help="a log's truth file (account_id, defaults, default_ts); without, the log's own outcomes")
-    e.add_argument("--policy", help="policy TOML (default: the shipped policy)")
-    e.add_argument("--features", help="feature specification TOML (default: the shipped one)")
-    e.add_argument("--partitions", type=int, default=4, help="shards, as the input topic's partitions")
+    _judging_args(e)
     e.add_argument("--folds", type=int, default=5, help="cross-validation folds for the offline references")
     e.add_argument("--data", help="path to default_of_credit_card_clients.csv (default: ../shared/data/uci-credit-default/)")
     e.add_argument("--cohorts", type=int, default=12, help="start months the clients are spread over")
