@@ -20,6 +20,7 @@ The event that reveals an outcome never counts as a warning before it.
 """
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +28,17 @@ from typing import Any
 
 import numpy as np
 
-from riskmon.models.codec import decode
-from riskmon.models.engine import Engine
-from riskmon.models.errors import Rejected
 from riskmon.models.evaluation import EarlyWarningTracker, outcome_times
-from riskmon.models.events import event_order
 from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.policy import Policy
 from riskmon.models.quality import roc_auc
+from riskmon.models.step import StepResult
 from riskmon.models.units import DAY_MS
 from riskmon.models.vocabulary import SEVERITY
 
-__all__ = ["LogEvaluation", "evaluate_log", "format_log_evaluation"]
+from ..replay import replay
+
+__all__ = ["LogEvaluation", "evaluate_log", "format_log_evaluation", "reference_models"]
 
 
 @dataclass
@@ -61,22 +61,28 @@ class LogEvaluation:
         return dict(self.__dict__)
 
 
-def _offline_cv(x: np.ndarray, y: np.ndarray, folds: int) -> dict[str, float | None]:
-    """Cross-validated AUC of scikit-learn references on the statements' features."""
+def reference_models() -> dict[str, Any]:
+    """The offline references, unfitted: what the online model is read against (here and on UCI)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if len(set(y.tolist())) < 2 or min(int(y.sum()), int(len(y) - y.sum())) < folds:
-        return {"logistic regression": None, "gradient boosting": None}
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
-    models = {
+    return {
         "logistic regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
         "gradient boosting": HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=31,
                                                             l2_regularization=1.0, random_state=0),
     }
+
+
+def _offline_cv(x: np.ndarray, y: np.ndarray, folds: int) -> dict[str, float | None]:
+    """Cross-validated AUC of the references on the statements' features."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    models = reference_models()
+    if len(set(y.tolist())) < 2 or min(int(y.sum()), int(len(y) - y.sum())) < folds:
+        return dict.fromkeys(models)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
     out: dict[str, float | None] = {}
     for name, model in models.items():
         p = cross_val_predict(model, x, y, cv=cv, method="predict_proba")[:, 1]
@@ -84,59 +90,50 @@ def _offline_cv(x: np.ndarray, y: np.ndarray, folds: int) -> dict[str, float | N
     return out
 
 
+class _Judge:
+    """Sees every result replay applies (a :class:`riskmon.streams.replay.Observer`): the graded statements,
+    and each account's score and state strictly before its outcome."""
+
+    def __init__(self, truth: list[dict[str, Any]] | None, bad_dpd: int) -> None:
+        self.truth = truth
+        # Without a truth file the outcome is the statement's: the event that shows it bad (not an
+        # earlier report of arrears on an account whose statements the log does not carry).
+        self.tracker = EarlyWarningTracker(bad_dpd if truth is not None else 1 << 30, outcome_times(truth or []))
+        self.graded: set[str] = set()
+        self.xs: list[list[float]] = []
+        self.ys: list[int] = []
+        self.scores: list[float] = []
+        self.labels: list[int] = []
+
+    def observe(self, ts: int, r: StepResult) -> None:
+        s = r.state
+        if r.outcomes:
+            self.graded.add(s["id"])
+            if self.truth is None and any(o.default for o in r.outcomes):
+                self.tracker.reached_bad.setdefault(s["id"], ts)  # this event is the outcome: it does not count
+        self.tracker.observe(s["id"], s["score"] if r.model_ready else None, s["dpd"], SEVERITY[s["status"]], ts)
+        for o in r.outcomes:
+            self.xs.append(o.features)
+            self.ys.append(int(o.default))
+            if o.score is not None:
+                self.scores.append(o.score)
+                self.labels.append(int(o.default))
+
+
 def evaluate_log(path: str | Path, truth: list[dict[str, Any]] | None = None, partitions: int = 4,
                  policy: Policy | None = None, spec: FeatureSpec | None = None, bad_dpd: int = 30,
                  folds: int = 5) -> LogEvaluation:
     """Replay ``path`` through the core and judge it (see the module's docstring)."""
-    log = []
-    rejected = 0
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                ev = decode(raw.rstrip(b"\r\n"))
-            except Rejected:
-                rejected += 1
-                continue
-            log.append((event_order(ev.ts, ev.type, n), ev))
-    log.sort(key=lambda e: e[0])
-    engine = Engine(partitions, policy, bad_dpd=bad_dpd, spec=spec)
-    # Without a truth file the outcome is the statement's: the event that shows it bad (not an
-    # earlier report of arrears on an account whose statements the log does not carry).
-    tracker = EarlyWarningTracker(bad_dpd if truth is not None else 1 << 30, outcome_times(truth or []))
-    graded: set[str] = set()
-    xs: list[list[float]] = []
-    ys: list[int] = []
-    scores: list[float] = []
-    labels: list[int] = []
-    for _, ev in log:
-        try:
-            results = engine.process(ev)
-        except Rejected:
-            rejected += 1
-            continue
-        for r in results:
-            if r.duplicate:
-                continue
-            s = r.state
-            if r.outcomes:
-                graded.add(s["id"])
-                if truth is None and any(o.default for o in r.outcomes):
-                    tracker.reached_bad.setdefault(s["id"], ev.ts)  # this event is the outcome: it does not count
-            tracker.observe(s["id"], s["score"] if r.model_ready else None, s["dpd"], SEVERITY[s["status"]], ev.ts)
-            for o in r.outcomes:
-                xs.append(o.features)
-                ys.append(int(o.default))
-                if o.score is not None:
-                    scores.append(o.score)
-                    labels.append(int(o.default))
-    accounts = sorted(graded)
+    judge = _Judge(truth, bad_dpd)
+    with open(os.devnull, "wb") as sink:
+        summary = replay(path, sink, partitions=partitions, policy=policy, bad_dpd=bad_dpd, collector=judge, spec=spec)
+    tracker = judge.tracker
     if truth is not None:
         bad = {t["account_id"] for t in truth if t["defaults"]}
         accounts = sorted({t["account_id"] for t in truth})
     else:
         bad = set(tracker.reached_bad)
+        accounts = sorted(judge.graded)
     y_acc = [int(a in bad) for a in accounts]
     peak = [tracker.peak.get(a, 0.0) for a in accounts]
     warned = {a for a in accounts if tracker.worst_state.get(a, 0) >= 1}
@@ -151,14 +148,15 @@ def evaluate_log(path: str | Path, truth: list[dict[str, Any]] | None = None, pa
     if leads:
         q = statistics.quantiles(leads, n=4) if len(leads) > 1 else [leads[0]] * 3
         lead = {"p25": q[0], "median": statistics.median(leads), "p75": q[2], "accounts": float(len(leads))}
+    ys = judge.ys
     res = LogEvaluation(
-        events=len(log), rejected=rejected, statements=len(ys), bad_statements=sum(ys), accounts=len(accounts),
-        bad_accounts=n_bad, prequential_auc=roc_auc(labels, scores), account_auc=roc_auc(y_acc, peak),
-        warned_bad=len(warned & bad) / n_bad if n_bad else 0.0,
+        events=summary.events, rejected=sum(summary.rejected.values()), statements=len(ys), bad_statements=sum(ys),
+        accounts=len(accounts), bad_accounts=n_bad, prequential_auc=roc_auc(judge.labels, judge.scores),
+        account_auc=roc_auc(y_acc, peak), warned_bad=len(warned & bad) / n_bad if n_bad else 0.0,
         warned_good=len(warned - bad) / n_good if n_good else 0.0, lead_days=lead, folds=folds,
     )
-    if xs and folds > 1:
-        res.offline = _offline_cv(np.array(xs, dtype=float), np.array(ys, dtype=int), folds)
+    if judge.xs and folds > 1:
+        res.offline = _offline_cv(np.array(judge.xs, dtype=float), np.array(ys, dtype=int), folds)
     return res
 
 

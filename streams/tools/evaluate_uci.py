@@ -23,6 +23,8 @@ from riskmon.models.uci import COHORTS, DEFAULT_COLUMN, MONTHS, client_events, c
 from riskmon.models.units import DAY_MS
 from riskmon.models.vocabulary import SEVERITY, STATE_OF_ACTION
 
+from .evaluate import reference_models
+
 
 __all__ = ["DEFAULT_DATA", "UciResult", "evaluate_uci", "format_result"]
 
@@ -45,15 +47,7 @@ class UciResult:
 
 
 def _offline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> dict[str, np.ndarray]:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x_train, y_train)
-    gbt = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=31,
-                                         l2_regularization=1.0, random_state=0).fit(x_train, y_train)
-    return {"logistic regression": lr.predict_proba(x_test)[:, 1], "gradient boosting": gbt.predict_proba(x_test)[:, 1]}
+    return {name: m.fit(x_train, y_train).predict_proba(x_test)[:, 1] for name, m in reference_models().items()}
 
 
 def evaluate_uci(path: str | Path = DEFAULT_DATA, cohorts: int = COHORTS, test_cohorts: int = 4) -> UciResult:
