@@ -65,8 +65,13 @@ def fired_rules(p: Policy, s: AccountState, score: float, model_ready: bool, lea
         ratio = v[_I_PAID] / due
         if ratio < (b.payment_to_due_exit if leaving else b.payment_to_due_watch):
             out.append(Reason("LOW_PAYMENT_RATIO", f"paid {ratio:.0%} of what fell due (90-day decayed)", 1))
-    out.sort(key=lambda r: -r.severity)
+    if len(out) > 1:
+        out.sort(key=_most_severe_first)
     return out
+
+
+def _most_severe_first(r: Reason) -> int:
+    return -r.severity
 
 
 def next_state(

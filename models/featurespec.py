@@ -53,6 +53,7 @@ from typing import Any
 from .errors import RejectReason, Rejected
 from .events import CASH_FLOW_KINDS, EVENT_TYPES
 from .units import DAY_MS
+from .velocity import TAUS_MS
 
 __all__ = ["Aggregate", "BUILTINS", "FeatureSpec", "Ratio", "default_spec", "load_spec", "parse_spec"]
 
@@ -136,22 +137,8 @@ class FeatureSpec:
     ratios: tuple[Ratio, ...]
 
     def __post_init__(self) -> None:
-        by_event: dict[str, list[Aggregate]] = {}
-        for a in self.aggregates:
-            if a.kind in ("time_below", "time_above") or (a.level and a.kind in ("min", "max")):
-                continue  # fed by advance() and by the level in observe(), whatever the event
-            for t in a.events:
-                by_event.setdefault(t, []).append(a)
-        object.__setattr__(self, "_by_event", {t: tuple(v) for t, v in by_event.items()})
-        decays: dict[float, list[int]] = {}
-        for a in self.aggregates:
-            if a.kind in ("sum", "count", "time_below", "time_above"):
-                decays.setdefault(a.window_ms, []).append(a.offset)
-        object.__setattr__(self, "_decays", tuple((tau, tuple(offs)) for tau, offs in sorted(decays.items())))
-        object.__setattr__(self, "_timed", tuple(a for a in self.aggregates if a.kind in ("time_below", "time_above")))
-        object.__setattr__(self, "_levels", tuple(a for a in self.aggregates if a.level and a.kind in ("min", "max")))
         object.__setattr__(self, "_template", self._empty())
-        self._compile_reader()
+        self._compile()
         layout = ";".join(f"{a.name}:{a.kind}:{a.size}:{a.field}:{a.window_ms}:{a.buckets}" for a in self.aggregates)
         object.__setattr__(self, "_fingerprint", zlib.crc32(layout.encode()))
         # One tuple for the life of the spec: the model caches its weights by the names' identity.
@@ -194,21 +181,19 @@ class FeatureSpec:
         return out
 
     # -- updates ----------------------------------------------------------------
-    def advance(self, agg: list[Any], elapsed_ms: int, balance: float | None, drawn: float, dpd: float) -> None:
-        """The account clock moved on by ``elapsed_ms``: decay, and count the time levels spent below or above a line."""
-        if elapsed_ms <= 0:
-            return
-        for tau, offsets in self._decays:  # type: ignore[attr-defined]
-            f = math.exp(-elapsed_ms / tau)
-            for o in offsets:
-                v = agg[o] * f
-                agg[o] = v if v > 1e-9 or v < -1e-9 else 0.0
-        for a in self._timed:  # type: ignore[attr-defined]
-            level = balance if a.field == "balance" else drawn if a.field == "drawn" else dpd
-            if level is not None and (level < a.below if a.kind == "time_below" else level > a.below):
-                # The decayed days of the whole interval (not its length, decayed as one lump): an account
-                # past the line throughout reads the same however often events come.
-                agg[a.offset] += a.window_ms * -math.expm1(-elapsed_ms / a.window_ms) / DAY_MS
+    # Generated from the spec, like the reader (see source()): they run on every event.
+    def advance(self, agg: list[Any], counters: list[float], elapsed_ms: int, balance: float | None, drawn: float,
+                dpd: float) -> None:
+        """The account clock moved on by ``elapsed_ms``: decay the aggregates and the built-in velocity
+        ``counters`` (:mod:`riskmon.models.velocity`), and count the time levels spent below or above a line.
+
+        >>> from riskmon.models.velocity import COUNTERS
+        >>> from riskmon.models.units import HOUR_MS
+        >>> spec, v = default_spec(), [2.0] + [0.0] * (len(COUNTERS) - 1)
+        >>> spec.advance(spec.new_state(), v, HOUR_MS, None, 0, 0); round(v[0], 4)
+        0.7358
+        """
+        self._advance(agg, counters, elapsed_ms, balance, drawn, dpd)  # type: ignore[attr-defined]
 
     def observe(self, agg: list[Any], event: Any, now: int, before: float | None, after: float | None,
                 drawn_before: float, drawn_after: float) -> None:
@@ -218,30 +203,77 @@ class FeatureSpec:
         ``drawn_before``, ``drawn_after``: the credit line's. The minimum and maximum of a level
         follow it whatever event moved it (between moves, reading counts the level held).
         """
-        for a in self._by_event.get(event.type, ()):  # type: ignore[attr-defined]
-            if a.kinds is not None and getattr(event, "kind", None) not in a.kinds:
-                continue
-            x: Any = (1.0 if a.field is None else after if a.field == "balance" else drawn_after if a.field == "drawn"
-                      else getattr(event, a.field, None))
-            if x is None or (a.at_least is not None and x < a.at_least):
-                continue
-            o = a.offset
-            if a.kind == "sum":
-                agg[o] += x
-            elif a.kind == "count":
-                agg[o] += 1.0
-            elif a.kind == "last":
-                agg[o] = x
-            elif a.kind == "periods":
-                _set_period(agg, o, a, now)
-            else:
-                _bucket_update(agg, a, now, x, None)
-        for a in self._levels:  # type: ignore[attr-defined]
-            if a.field == "balance":
-                if after is not None and after != before:
-                    _bucket_update(agg, a, now, after, before)
-            elif drawn_after != drawn_before:
-                _bucket_update(agg, a, now, drawn_after, drawn_before)
+        observers = self._observers  # type: ignore[attr-defined]
+        observers.get(event.type, observers[None])(agg, event, now, before, after, drawn_before, drawn_after)
+
+    def _compile(self) -> None:
+        """Build :meth:`values`, :meth:`advance` and :meth:`observe`'s code from the spec."""
+        lines, env, out = self.source()
+        code = ["def values(agg, now, limit, balance, drawn):", *lines, "    return [" + ", ".join(out) + "]"]
+        env = {**env, "exp": math.exp, "expm1": math.expm1, "_bucket_update": _bucket_update, "_set_period": _set_period}
+        for i, a in enumerate(self.aggregates):
+            env[f"A{i}"] = a
+            if a.kinds is not None:
+                env[f"K{i}"] = a.kinds
+        code += self._advance_source()
+        levels = [(i, a) for i, a in enumerate(self.aggregates) if a.level and a.kind in ("min", "max")]
+        types: list[str | None] = [None, *sorted({t for a in self.aggregates for t in a.events})]
+        for t in types:
+            code += [f"def observe_{t}(agg, event, now, before, after, drawn_before, drawn_after):", "    pass"]
+            for i, a in enumerate(self.aggregates):
+                if t in a.events and not (a.kind in ("time_below", "time_above") or (i, a) in levels):
+                    code += self._observe_source(i, a, t)
+            for i, a in levels:  # a level's min or max follows it, whatever event moved it
+                if a.field == "balance":
+                    code.append(f"    if after is not None and after != before: _bucket_update(agg, A{i}, now, after, before)")
+                else:
+                    code.append(f"    if drawn_after != drawn_before: _bucket_update(agg, A{i}, now, drawn_after, drawn_before)")
+        exec("\n".join(code), env)  # noqa: S102 - source built from names checked to be identifiers
+        object.__setattr__(self, "_reader", env["values"])
+        object.__setattr__(self, "_advance", env["advance"])
+        object.__setattr__(self, "_observers", {t: env[f"observe_{t}"] for t in types})
+
+    def _advance_source(self) -> list[str]:
+        # One exponential per time constant, shared by the aggregates and the velocity counters that have it.
+        decayed = ("sum", "count", "time_below", "time_above")
+        taus = sorted({float(t) for t in TAUS_MS} | {a.window_ms for a in self.aggregates if a.kind in decayed})
+        code = ["def advance(agg, counters, elapsed_ms, balance, drawn, dpd):", "    if elapsed_ms <= 0: return"]
+        for tau in taus:
+            code.append(f"    f = exp(-elapsed_ms / {tau!r})")
+            for i, t in enumerate(TAUS_MS):
+                if t == tau:  # a counter fades to exactly 0 below 1e-6
+                    code.append(f"    v = counters[{i}]")
+                    code.append("    if v:")
+                    code.append("        v = v * f")
+                    code.append(f"        counters[{i}] = v if v > 1e-6 else 0.0")
+            for a in self.aggregates:
+                if a.window_ms == tau and a.kind in decayed:  # an aggregate (it may be negative) below 1e-9
+                    code.append(f"    v = agg[{a.offset}]")
+                    code.append("    if v:")
+                    code.append("        v = v * f")
+                    code.append(f"        agg[{a.offset}] = v if v > 1e-9 or v < -1e-9 else 0.0")
+        for a in self.aggregates:
+            if a.kind in ("time_below", "time_above"):
+                cmp = f"< {a.below!r}" if a.kind == "time_below" else f"> {a.below!r}"
+                # The decayed days of the whole interval (not its length, decayed as one lump): an account
+                # past the line throughout reads the same however often events come.
+                code.append(f"    if {a.field} is not None and {a.field} {cmp}:")
+                code.append(f"        agg[{a.offset}] += {a.window_ms!r} * -expm1(-elapsed_ms / {a.window_ms!r}) / {DAY_MS}")
+        return code
+
+    @staticmethod
+    def _observe_source(i: int, a: Aggregate, t: str) -> list[str]:
+        """One aggregate's update on an event of type ``t`` (not a level's min or max, nor a time count)."""
+        x = ("1.0" if a.field is None else "after" if a.field == "balance" else "drawn_after" if a.field == "drawn"
+             else f"getattr(event, {a.field!r}, None)")
+        tests = [] if x == "1.0" else ["x is not None"]
+        if a.kinds is not None:
+            tests.append(f"event.kind in K{i}" if t in CASH_FLOW_KINDS else "False")
+        if a.at_least is not None:
+            tests.append(f"x >= {a.at_least!r}")
+        update = {"sum": f"agg[{a.offset}] += x", "count": f"agg[{a.offset}] += 1.0", "last": f"agg[{a.offset}] = x",
+                  "periods": f"_set_period(agg, {a.offset}, A{i}, now)"}.get(a.kind, f"_bucket_update(agg, A{i}, now, x, None)")
+        return [f"    x = {x}", f"    if {' and '.join(tests) or 'True'}: {update}"]
 
     # -- reading --------------------------------------------------------------------
     def values(self, agg: list[Any], now: int, limit: int, balance: float | None, drawn: float) -> list[float]:
@@ -249,11 +281,16 @@ class FeatureSpec:
         (after the built-ins in :attr:`names`)."""
         return self._reader(agg, now, limit, balance, drawn)  # type: ignore[attr-defined, no-any-return]
 
-    def _compile_reader(self) -> None:
-        """One straight-line function for :meth:`values`, generated from the (validated) spec: it runs on
-        every event, and a loop over the aggregates with a branch per kind and transform cost three times as much."""
-        lines = ["def values(agg, now, limit, balance, drawn):"]
-        env: dict[str, Any] = {"_bucket_read": _bucket_read, "log1p": math.log1p}
+    def source(self) -> tuple[list[str], dict[str, Any], list[str]]:
+        """Straight-line code that reads the declared features, generated from the (validated) spec.
+
+        Returns (lines, globals they need, the names of the values in feature order). The lines read
+        the locals ``agg``, ``now``, ``limit``, ``balance`` and ``drawn`` (as :meth:`values` takes them)
+        and are indented for a function body. It runs on every event: a loop over the aggregates with a
+        branch per kind and transform, calling a reader per bucketed aggregate, cost three times as much.
+        """
+        lines: list[str] = []
+        env: dict[str, Any] = {"log1p": math.log1p, "min": min, "max": max}
         out = []
 
         def clip(var: str, cap: float | None) -> None:
@@ -263,7 +300,6 @@ class FeatureSpec:
 
         for i, a in enumerate(self.aggregates):
             o = a.offset
-            env[f"A{i}"] = a
             r = f"r{i}"
             if a.kind in ("sum", "count", "time_below", "time_above"):
                 lines.append(f"    {r} = agg[{o}]")
@@ -278,10 +314,23 @@ class FeatureSpec:
                 lines.append(f"        {r} = 0.0 if {r} >= {b} else ((int(agg[{o + 1}]) << {r}) & {(1 << b) - 1}).bit_count() / {b}")
                 lines.append("    else:")
                 lines.append(f"        {r} = 0.0")
-            else:
-                level = a.field if a.level else "None"
-                lines.append(f"    {r} = _bucket_read(agg, A{i}, now, {level})"
-                             + ("" if a.level else f" if agg[{o}] is not None else 0.0"))
+            else:  # min or max over the buckets still in the window, and the level held now
+                b, cmp = a.buckets, "<" if a.kind == "min" else ">"
+                lines.append(f"    {r} = {a.field if a.level else 'None'}")
+                lines.append(f"    n = agg[{o}]")
+                lines.append("    if n is not None:")
+                lines.append(f"        n = int(n); k = int(now // {a.window_ms / b!r})")
+                # Most reads fall in the newest bucket with every bucket filled: all are in the window.
+                lines.append(f"        if k == n and None not in (x := agg[{o + 1}:{o + 1 + b}]):")
+                lines.append(f"            x = {a.kind}(x)")
+                lines.append(f"            if {r} is None or x {cmp} {r}: {r} = x")
+                lines.append("        else:")
+                lines.append(f"            k -= {b - 1}")
+                lines.append(f"            if k < n - {b - 1}: k = n - {b - 1}")
+                lines.append("            while k <= n:")
+                lines.append(f"                x = agg[{o + 1} + k % {b}]; k += 1")
+                lines.append(f"                if x is not None and ({r} is None or x {cmp} {r}): {r} = x")
+                lines.append(f"    if {r} is None: {r} = 0.0")
             v = f"v{i}"
             if a.transform == "log1p":
                 lines.append(f"    {v} = log1p({r}) if {r} >= 0 else -log1p(-{r})")
@@ -297,18 +346,17 @@ class FeatureSpec:
             lines.append(f"    {v} = {n} / {d} if ({d} > 1e-9 or {d} < -1e-9) else {q.default!r}")
             clip(v, q.cap)
             out.append(v)
-        lines.append("    return [" + ", ".join(out) + "]")
-        exec("\n".join(lines), env)  # noqa: S102 - source built above from names checked to be identifiers
-        object.__setattr__(self, "_reader", env["values"])
+        return lines, env, out
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("_reader", None)  # generated code does not pickle; rebuilt on load
+        for name in ("_reader", "_advance", "_observers"):
+            state.pop(name, None)  # generated code does not pickle; rebuilt on load
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._compile_reader()
+        self._compile()
 
 
 def _bucket_update(agg: list[Any], a: Aggregate, now: int, x: float, carry: float | None) -> None:
@@ -333,22 +381,6 @@ def _bucket_update(agg: list[Any], a: Aggregate, now: int, x: float, carry: floa
         agg[slot] = min(cur, x)
     else:
         agg[slot] = max(cur, x)
-
-
-def _bucket_read(agg: list[Any], a: Aggregate, now: int, level: float | None) -> float:
-    o = a.offset
-    newest = agg[o]
-    found: list[float] = [] if level is None else [level]
-    if newest is not None:
-        width = a.window_ms / a.buckets
-        b_now = int(now // width)
-        for k in range(max(int(newest) - a.buckets + 1, b_now - a.buckets + 1), int(newest) + 1):
-            v = agg[o + 1 + k % a.buckets]
-            if v is not None:
-                found.append(v)
-    if not found:
-        return 0.0
-    return min(found) if a.kind == "min" else max(found)
 
 
 def _set_period(agg: list[Any], o: int, a: Aggregate, now: int) -> None:

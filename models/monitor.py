@@ -69,6 +69,8 @@ class Monitor:
         self._policies: list[tuple[int, Policy]] = [(_BEFORE_ANY_TIME, policy or default_policy())]
         self._policy_events: set[str] = set()  # control events applied (policy updates and breaker commands)
         self.status: Counter[str] = Counter()  # the shard's accounts by early-warning state
+        self.open_accounts = 0  # of them, those not closed (the breaker's share rule reads it)
+        self._ctx: tuple[tuple[Any, ...], Context] | None = None  # the last Context, and what it was built from
         self.breaker = Breaker()
         self.held: dict[str, set[str]] = {}  # breaker action -> accounts with a move held for review
 
@@ -106,6 +108,8 @@ class Monitor:
         self.labels_since_checkpoint = 0
 
     def policy_at(self, ts: int) -> Policy:
+        if len(self._policies) == 1:
+            return self._policies[0][1]
         i = bisect.bisect_right(self._policies, ts, key=lambda p: p[0]) - 1
         return self._policies[max(i, 0)][1]
 
@@ -153,7 +157,9 @@ class Monitor:
         if old is None or old["status"] != new["status"]:
             if old is not None:
                 self.status[old["status"]] -= 1
+                self.open_accounts -= old["status"] not in _CLOSED
             self.status[new["status"]] += 1
+            self.open_accounts += new["status"] not in _CLOSED
         was = old.get("hold") if old is not None else None
         now = new.get("hold")
         if was != now:
@@ -172,9 +178,16 @@ class Monitor:
             raise Rejected(RejectReason.UNKNOWN_TYPE, "control events go to Monitor.control and Monitor.command")
         policy = self.policy_at(event.ts)
         ready = self.model.n_learned >= policy.score.min_labels
-        open_accounts = sum(n for status, n in self.status.items() if status not in _CLOSED)
         self.breaker.seen(event.ts)
-        ctx = Context(policy, self.model, self.model_version, ready, self.bad_dpd, self.breaker, open_accounts, self.spec)
+        # One Context for as long as what it holds stands (building one per event cost a tenth of the step).
+        key = (policy, self.checkpoints, ready, self.open_accounts, self.model, self.breaker, self.spec, self.bad_dpd)
+        cached = self._ctx
+        if cached is not None and cached[0] == key:
+            ctx = cached[1]
+        else:
+            ctx = Context(policy, self.model, self.model_version, ready, self.bad_dpd, self.breaker, self.open_accounts,
+                          self.spec)
+            self._ctx = (key, ctx)
         result = step(state, event, ctx)
         if not result.duplicate:
             self._count(state, result.state)
@@ -231,6 +244,7 @@ class Monitor:
         m._policies = snap["policies"]
         m._policy_events = snap["policy_events"]
         m.status = Counter(snap.get("status", {}))
+        m.open_accounts = sum(n for status, n in m.status.items() if status not in _CLOSED)
         m.breaker = Breaker.from_state(snap.get("breaker"))
         m.held = snap.get("held", {})
         return m

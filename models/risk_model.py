@@ -118,12 +118,40 @@ class RiskModel(base.Classifier):
         self._fast = None
 
     def score_vector(self, names: tuple[str, ...], x: list[float]) -> float:
-        """``predict_proba_one(dict(zip(names, x)))[True]``, to the last bit, without dicts.
+        """``predict_proba_one(dict(zip(names, x)))[True]``, to the last bit, without dicts."""
+        _, terms, expert_terms, intercept, log_pw, a = self._terms(names)
+        c = self.clip
+        learned = expert_p = 0.0
+        if a > 0.0:
+            z = 0.0
+            for i, m, sd, w, at_zero in terms:
+                xi = x[i]
+                if xi:
+                    v = (xi - m) / sd
+                    z += w * (-c if v < -c else c if v > c else v)
+                else:  # most features of most accounts are 0: their term, worked out once, is the same number
+                    z += at_zero
+            learned = _sigmoid(float(intercept + z) - log_pw)
+        if a < 1.0:
+            z = 0.0
+            for i, e in expert_terms:
+                z += e * x[i]
+            expert_p = _sigmoid(EXPERT_INTERCEPT + z)
+        return _blend(a, learned, expert_p)
 
-        Scoring runs on every event and learning only on outcomes, so the
-        scaler's and the weights' values are laid out as lists after each
-        learn and reused until the next.
-        """
+    def contributions_vector(self, names: tuple[str, ...], x: list[float]) -> dict[str, float]:
+        """:meth:`contributions` of ``dict(zip(names, x))``, the same values, read from the terms scoring uses."""
+        _, terms, _, _, _, a = self._terms(names)
+        c = self.clip
+        learned = dict.fromkeys(names, 0.0)
+        for i, m, sd, w, _ in terms:
+            v = (x[i] - m) / sd
+            learned[names[i]] = w * (-c if v < -c else c if v > c else v)
+        return {n: _blend(a, learned[n], EXPERT_SCORECARD.get(n, 0.0) * v) for n, v in zip(names, x)}
+
+    def _terms(self, names: tuple[str, ...]) -> tuple[Any, ...]:
+        """The scaler's and the weights' values laid out for ``names``: scoring runs on every event and
+        learning only on outcomes, so they are built after each learn and reused until the next."""
         fast = self.__dict__.get("_fast")
         if fast is None or fast[0] is not names:
             means, vars_, weights = self._scaler.means, self._scaler.vars, self._clf.weights
@@ -134,7 +162,9 @@ class RiskModel(base.Classifier):
                 sd = vars_[n] ** 0.5 if vars_.get(n, 0.0) else 0.0
                 w = weights.get(n, 0.0)
                 if sd and w:
-                    learned_terms.append((i, means.get(n, 0.0), sd, w))
+                    m = means.get(n, 0.0)
+                    v = (0.0 - m) / sd
+                    learned_terms.append((i, m, sd, w, w * (-self.clip if v < -self.clip else self.clip if v > self.clip else v)))
             fast = self._fast = (
                 names,
                 tuple(learned_terms),
@@ -143,21 +173,7 @@ class RiskModel(base.Classifier):
                 math.log(self._positive_weight()),
                 self._learned_share(),
             )
-        _, terms, expert_terms, intercept, log_pw, a = fast
-        c = self.clip
-        learned = expert_p = 0.0
-        if a > 0.0:
-            z = 0.0
-            for i, m, sd, w in terms:
-                v = (x[i] - m) / sd
-                z += w * (-c if v < -c else c if v > c else v)
-            learned = _sigmoid(float(intercept + z) - log_pw)
-        if a < 1.0:
-            z = 0.0
-            for i, e in expert_terms:
-                z += e * x[i]
-            expert_p = _sigmoid(EXPERT_INTERCEPT + z)
-        return _blend(a, learned, expert_p)
+        return fast
 
     def _scaled(self, x: Features) -> dict[str, float]:
         c = self.clip

@@ -31,7 +31,7 @@ from .state import (
     upgrade,
 )
 from .units import DAY_MS
-from .velocity import INDEX, decay
+from .velocity import INDEX
 from .vocabulary import BREAKER_ACTIONS, SEVERITY, STATES, action_for, cap_for
 
 __all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "event_hash", "RECENT_IDS", "MAX_OPEN_INSTALMENTS"]
@@ -130,8 +130,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
         # Events may arrive a little out of order; the account clock never runs back.
         if event.ts > s["ts"]:
             elapsed = event.ts - s["ts"]
-            decay(s["v"], elapsed)
-            spec.advance(s["a"], elapsed, s["cb"], s["bal"], s["dpd"])
+            spec.advance(s["a"], s["v"], elapsed, s["cb"], s["bal"], s["dpd"])
             s["ts"] = event.ts
     now = s["ts"]
     s["ids"].append(h)
@@ -175,7 +174,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
         if hold is not None:
             del s["hold"]  # a later move supersedes the held one
         if ctx.model_ready and SEVERITY[new] > SEVERITY[prev]:
-            reasons = reasons + score_drivers(ctx.model.contributions(dict(zip(spec.names, x))), spec)
+            reasons = reasons + score_drivers(ctx.model.contributions_vector(spec.names, x), spec)
             s["good"] = 0
         s["status"], s["since"] = new, now
         _set_cap(s, new, ctx.policy)

@@ -3,15 +3,15 @@
 A counter with time constant ``tau`` holds ``sum(exp(-(now - t_i) / tau))`` over
 past events: a burst of n events within much less than ``tau`` reads about n, and
 the reading fades smoothly instead of dropping at a window's edge. All counters
-of an account share one clock so that decaying them is one multiply each.
+of an account share one clock so that decaying them is one multiply each
+(:meth:`riskmon.models.featurespec.FeatureSpec.advance` decays them with the
+declared aggregates, one exponential per time constant).
 """
 from __future__ import annotations
 
-import math
-
 from .units import HOUR_MS
 
-__all__ = ["TAUS_MS", "COUNTERS", "INDEX", "decay"]
+__all__ = ["TAUS_MS", "COUNTERS", "INDEX"]
 
 # name -> time constant (ms). Order is the layout in the state's ``v`` list.
 COUNTERS = (
@@ -28,18 +28,3 @@ COUNTERS = (
 )
 TAUS_MS = tuple(t for _, t in COUNTERS)
 INDEX = {name: i for i, (name, _) in enumerate(COUNTERS)}
-
-
-def decay(values: list[float], elapsed_ms: int) -> None:
-    """Decay every counter in place by ``elapsed_ms`` of event time.
-
-    >>> v = [2.0] + [0.0] * (len(COUNTERS) - 1)
-    >>> decay(v, HOUR_MS); round(v[0], 4)
-    0.7358
-    """
-    if elapsed_ms <= 0:
-        return
-    for i, tau in enumerate(TAUS_MS):
-        if values[i]:
-            v = values[i] * math.exp(-elapsed_ms / tau)
-            values[i] = v if v > 1e-6 else 0.0

@@ -1,6 +1,8 @@
 """Arrears as a ledger states them, the linked current account, and what a real feed sends (issue: a real feed)."""
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from riskmon.models.codec import decode
@@ -240,3 +242,44 @@ def test_a_breaker_command_settles_a_hold_on_a_state_saved_before_the_features()
     r = resolve_hold(old, cmd, a.ctx())  # type: ignore[arg-type]
     assert [d.action for d in r.decisions] == ["hold_dropped"] and "hold" not in r.state
     assert len(r.state["a"]) == len(a.state["a"]) and "a" not in old
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_windowed_minimum_and_maximum_read_what_the_history_says(seed: int) -> None:
+    """The bucketed min/max (generated code, with a fast path when every bucket is in the window) against
+    the history itself: the least balance held at any time in the window, the worst reported dpd in it."""
+    from riskmon.models.events import BalanceReport, DpdReport
+    from riskmon.models.featurespec import parse_spec
+    from riskmon.models.units import DAY_MS
+
+    rng = random.Random(seed)
+    spec = parse_spec({"version": "t", "aggregate": [
+        {"name": "mn", "kind": "min", "events": ["balance_report"], "field": "balance", "window_days": 30, "buckets": 3},
+        {"name": "mx", "kind": "max", "events": ["dpd_report"], "field": "days_past_due", "window_days": 20, "buckets": 4},
+    ]}, "test", ())
+    agg = spec.new_state()
+    levels: list[tuple[int, int]] = []  # (ts, balance from then on)
+    reports: list[tuple[int, int]] = []
+    now, balance = 10**12, None
+
+    def expect(t: int) -> tuple[float, float]:
+        start_mn = (t // (30 * DAY_MS // 3) - 2) * (30 * DAY_MS // 3)
+        held = [b for ts, b in levels if ts < start_mn][-1:]  # the level in force as the window opened
+        mn = min([*held, *(b for ts, b in levels if ts >= start_mn)], default=0.0)
+        start_mx = (t // (20 * DAY_MS // 4) - 3) * (20 * DAY_MS // 4)
+        mx = max((d for ts, d in reports if ts >= start_mx), default=0.0)
+        return mn, mx
+
+    for i in range(300):
+        now += rng.choice([0, rng.randrange(DAY_MS), rng.randrange(15 * DAY_MS), rng.randrange(40 * DAY_MS)])
+        if rng.random() < 0.6:
+            before, balance = balance, rng.randrange(-5000, 5000)
+            spec.observe(agg, BalanceReport("balance_report", f"b{i}", "a", now, balance, "EUR"), now, before, balance, 0, 0)
+            if balance != before:
+                levels.append((now, balance))
+        else:
+            dpd = rng.randrange(0, 90)
+            spec.observe(agg, DpdReport("dpd_report", f"d{i}", "a", now, dpd), now, balance, balance, 0, 0)
+            reports.append((now, dpd))
+        for t in (now, now + rng.randrange(50 * DAY_MS)):  # at the event, and later with nothing new
+            assert spec.values(agg, t, 1, balance, 0) == list(expect(t)), (i, t - now)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import random
 
 import orjson
 import pytest
@@ -159,3 +160,24 @@ def test_ledger_reporting_current_after_the_due_date_settles_the_instalment() ->
     a.tick(40, dpd=0)  # the servicing ledger says: current
     assert [o.default for o in a.outcomes] == [False]
     assert a.state["inst"] == [] and a.state["dpd"] == 0 and a.state["on_time"] == 1
+
+
+@pytest.mark.parametrize("handover", [0, 50, 10**6])
+def test_scoring_and_explaining_from_vectors_read_what_the_model_says(handover: int) -> None:
+    """score_vector and contributions_vector (the per-event paths, with their cached terms and the terms of
+    zero features worked out once) give exactly predict_proba_one's and contributions' numbers."""
+    rng = random.Random(handover)
+    names = FEATURE_NAMES
+    m = RiskModel(handover_defaults=handover)
+
+    def draw() -> list[float]:
+        return [0 if rng.random() < 0.5 else rng.uniform(-3.0, 8.0) for _ in names]
+
+    for i in range(400):
+        x = draw()
+        m.learn_one(dict(zip(names, x)), x[0] > 2.0 or i % 9 == 0)
+        if i % 40 == 0:
+            for _ in range(20):
+                y = draw()
+                assert m.score_vector(names, y) == m.predict_proba_one(dict(zip(names, y)))[True]
+                assert m.contributions_vector(names, y) == m.contributions(dict(zip(names, y)))
