@@ -76,7 +76,6 @@ _EXPRESSIONS = {
     "limit_size": "log1p(limit / 100)",
 }
 assert tuple(_EXPRESSIONS) == _ALL
-_COMPILED: dict[int, tuple[FeatureSpec, Callable[[AccountState], list[float]]]] = {}
 
 
 def _compile(spec: FeatureSpec) -> Callable[[AccountState], list[float]]:
@@ -88,14 +87,15 @@ def _compile(spec: FeatureSpec) -> Callable[[AccountState], list[float]]:
     env = {**env, "log1p": log1p}
     exec("\n".join(body), env)  # noqa: S102 - source built from the tables above and a validated spec
     fn: Callable[[AccountState], list[float]] = env["vector"]
-    _COMPILED[id(spec)] = (spec, fn)  # the spec is kept alive with it: its id is not reused
+    # Kept on the spec with its other generated code (and dropped with it when the spec is pickled).
+    object.__setattr__(spec, "_vector", fn)
     return fn
 
 
 def vector(s: AccountState, spec: FeatureSpec) -> list[float]:
     """The values of ``spec.names`` for ``s``, in that order: what the model scores."""
-    hit = _COMPILED.get(id(spec))
-    return (hit[1] if hit is not None else _compile(spec))(s)
+    fn = spec.__dict__.get("_vector")
+    return (fn if fn is not None else _compile(spec))(s)
 
 
 def features(s: AccountState, spec: FeatureSpec | None = None) -> dict[str, float]:

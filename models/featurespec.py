@@ -118,6 +118,21 @@ class Aggregate:
         """A level that holds between events (a balance), not a value that happens at one."""
         return self.field in ("balance", "drawn", "dpd")
 
+    @property
+    def timed(self) -> bool:
+        """Counts time a level spends past a line: fed by :meth:`FeatureSpec.advance`, whatever the event."""
+        return self.kind in ("time_below", "time_above")
+
+    @property
+    def decays(self) -> bool:
+        """Its value fades with event time (``window_ms`` is its time constant)."""
+        return self.kind in ("sum", "count") or self.timed
+
+    @property
+    def follows_level(self) -> bool:
+        """The min or max of a level: updated whenever the level moves, whatever event moved it."""
+        return self.level and self.kind in ("min", "max")
+
 
 @dataclass(frozen=True, slots=True)
 class Ratio:
@@ -216,17 +231,16 @@ class FeatureSpec:
             if a.kinds is not None:
                 env[f"K{i}"] = a.kinds
         code += self._advance_source()
-        levels = [(i, a) for i, a in enumerate(self.aggregates) if a.level and a.kind in ("min", "max")]
         types: list[str | None] = [None, *sorted({t for a in self.aggregates for t in a.events})]
         for t in types:
             code += [f"def observe_{t}(agg, event, now, before, after, drawn_before, drawn_after):", "    pass"]
             for i, a in enumerate(self.aggregates):
-                if t in a.events and not (a.kind in ("time_below", "time_above") or (i, a) in levels):
+                if t in a.events and not (a.timed or a.follows_level):
                     code += self._observe_source(i, a, t)
-            for i, a in levels:  # a level's min or max follows it, whatever event moved it
-                if a.field == "balance":
+            for i, a in enumerate(self.aggregates):
+                if a.follows_level and a.field == "balance":
                     code.append(f"    if after is not None and after != before: _bucket_update(agg, A{i}, now, after, before)")
-                else:
+                elif a.follows_level:
                     code.append(f"    if drawn_after != drawn_before: _bucket_update(agg, A{i}, now, drawn_after, drawn_before)")
         exec("\n".join(code), env)  # noqa: S102 - source built from names checked to be identifiers
         object.__setattr__(self, "_reader", env["values"])
@@ -235,25 +249,21 @@ class FeatureSpec:
 
     def _advance_source(self) -> list[str]:
         # One exponential per time constant, shared by the aggregates and the velocity counters that have it.
-        decayed = ("sum", "count", "time_below", "time_above")
-        taus = sorted({float(t) for t in TAUS_MS} | {a.window_ms for a in self.aggregates if a.kind in decayed})
         code = ["def advance(agg, counters, elapsed_ms, balance, drawn, dpd):", "    if elapsed_ms <= 0: return"]
-        for tau in taus:
+
+        def fade(slot: str, still: str) -> None:  # 0 stays 0; a value that is no longer ``still`` becomes 0
+            code.extend([f"    v = {slot}", "    if v:", "        v = v * f", f"        {slot} = v if {still} else 0.0"])
+
+        for tau in sorted({float(t) for t in TAUS_MS} | {a.window_ms for a in self.aggregates if a.decays}):
             code.append(f"    f = exp(-elapsed_ms / {tau!r})")
             for i, t in enumerate(TAUS_MS):
-                if t == tau:  # a counter fades to exactly 0 below 1e-6
-                    code.append(f"    v = counters[{i}]")
-                    code.append("    if v:")
-                    code.append("        v = v * f")
-                    code.append(f"        counters[{i}] = v if v > 1e-6 else 0.0")
+                if t == tau:
+                    fade(f"counters[{i}]", "v > 1e-6")
             for a in self.aggregates:
-                if a.window_ms == tau and a.kind in decayed:  # an aggregate (it may be negative) below 1e-9
-                    code.append(f"    v = agg[{a.offset}]")
-                    code.append("    if v:")
-                    code.append("        v = v * f")
-                    code.append(f"        agg[{a.offset}] = v if v > 1e-9 or v < -1e-9 else 0.0")
+                if a.window_ms == tau and a.decays:  # an aggregate may be negative
+                    fade(f"agg[{a.offset}]", "v > 1e-9 or v < -1e-9")
         for a in self.aggregates:
-            if a.kind in ("time_below", "time_above"):
+            if a.timed:
                 cmp = f"< {a.below!r}" if a.kind == "time_below" else f"> {a.below!r}"
                 # The decayed days of the whole interval (not its length, decayed as one lump): an account
                 # past the line throughout reads the same however often events come.
@@ -301,7 +311,7 @@ class FeatureSpec:
         for i, a in enumerate(self.aggregates):
             o = a.offset
             r = f"r{i}"
-            if a.kind in ("sum", "count", "time_below", "time_above"):
+            if a.decays:
                 lines.append(f"    {r} = agg[{o}]")
             elif a.kind == "last":
                 lines.append(f"    {r} = agg[{o}]")
@@ -350,8 +360,8 @@ class FeatureSpec:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("_reader", "_advance", "_observers"):
-            state.pop(name, None)  # generated code does not pickle; rebuilt on load
+        for name in ("_reader", "_advance", "_observers", "_vector"):
+            state.pop(name, None)  # generated code (_vector: features.vector's) does not pickle; rebuilt on use
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -128,7 +128,7 @@ class RiskModel(base.Classifier):
                 xi = x[i]
                 if xi:
                     v = (xi - m) / sd
-                    z += w * (-c if v < -c else c if v > c else v)
+                    z += w * (-c if v < -c else c if v > c else v)  # _clip, written out: this runs on every event
                 else:  # most features of most accounts are 0: their term, worked out once, is the same number
                     z += at_zero
             learned = _sigmoid(float(intercept + z) - log_pw)
@@ -142,11 +142,9 @@ class RiskModel(base.Classifier):
     def contributions_vector(self, names: tuple[str, ...], x: list[float]) -> dict[str, float]:
         """:meth:`contributions` of ``dict(zip(names, x))``, the same values, read from the terms scoring uses."""
         _, terms, _, _, _, a = self._terms(names)
-        c = self.clip
         learned = dict.fromkeys(names, 0.0)
         for i, m, sd, w, _ in terms:
-            v = (x[i] - m) / sd
-            learned[names[i]] = w * (-c if v < -c else c if v > c else v)
+            learned[names[i]] = w * _clip((x[i] - m) / sd, self.clip)
         return {n: _blend(a, learned[n], EXPERT_SCORECARD.get(n, 0.0) * v) for n, v in zip(names, x)}
 
     def _terms(self, names: tuple[str, ...]) -> tuple[Any, ...]:
@@ -163,8 +161,7 @@ class RiskModel(base.Classifier):
                 w = weights.get(n, 0.0)
                 if sd and w:
                     m = means.get(n, 0.0)
-                    v = (0.0 - m) / sd
-                    learned_terms.append((i, m, sd, w, w * (-self.clip if v < -self.clip else self.clip if v > self.clip else v)))
+                    learned_terms.append((i, m, sd, w, w * _clip((0.0 - m) / sd, self.clip)))
             fast = self._fast = (
                 names,
                 tuple(learned_terms),
@@ -176,8 +173,7 @@ class RiskModel(base.Classifier):
         return fast
 
     def _scaled(self, x: Features) -> dict[str, float]:
-        c = self.clip
-        return {k: -c if v < -c else c if v > c else v for k, v in self._scaler.transform_one(x).items()}
+        return {k: _clip(v, self.clip) for k, v in self._scaler.transform_one(x).items()}
 
     def log_odds(self, x: Features) -> float:
         """Prior-corrected log-odds of default."""
@@ -221,6 +217,11 @@ def _blend(a: float, learned: float, expert: float) -> float:
     if a >= 1.0:
         return learned
     return a * learned + (1.0 - a) * expert
+
+
+def _clip(v: float, c: float) -> float:
+    """A scaled feature clipped to [-c, c]."""
+    return -c if v < -c else c if v > c else v
 
 
 def _sigmoid(z: float) -> float:
