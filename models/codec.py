@@ -65,7 +65,11 @@ _MAX_TS = 4_102_444_800_000  # 2100-01-01
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MS = timedelta(milliseconds=1)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
+_ID_OK = _ID.fullmatch
 _TEXT_MAX = 128
+# What an amount's hundredths must be a multiple of, per currency (100 for a currency without decimals).
+_SCALE = {code: 10 ** (2 - min(exponent, 2)) for code, exponent in CURRENCIES.items()}
+_MAX_UNITS = MAX_AMOUNT_MINOR / 100
 
 
 def dumps(obj: Any) -> bytes:
@@ -113,6 +117,9 @@ def _req(obj: dict[str, Any], name: str) -> Any:
 
 
 def _ident(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if type(value) is str and _ID_OK(value):  # the common case, checked once; anything else as below
+        return value
     value = _req(obj, name)
     if not isinstance(value, str):
         raise Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be a string")
@@ -138,6 +145,14 @@ def _text(obj: dict[str, Any], name: str, default: str | None = None) -> str:
 def _money(obj: dict[str, Any], name: str, allow_zero: bool = False, currency: str | None = None,
            signed: bool = False) -> int:
     """A decimal amount in units -> integer hundredths, with no more decimals than ``currency`` has (at most two)."""
+    value: Any = obj.get(name)
+    kind = type(value)
+    # The common case (a positive amount that fits its currency) in one pass; anything else is judged below.
+    if (kind is int or kind is float) and not signed and 0 < value <= _MAX_UNITS:
+        minor = round(value * 100)
+        if minor and (kind is int or abs(value * 100 - minor) <= 1e-6 * max(1.0, value)) and (
+                currency is None or not minor % _SCALE[currency]):
+            return int(minor)
     value = _req(obj, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be a number")
