@@ -5,7 +5,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import format_ts
+from .codec import format_ts, parse_ts
+from .errors import RejectReason, Rejected
 
 __all__ = ["DECISION_SCHEMA_VERSION", "Reason", "Decision", "decision_id"]
 
@@ -64,3 +65,37 @@ class Decision:
             "credit_limit": self.credit_limit / 100,
             "limit_cap": self.limit_cap / 100,
         }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Decision:
+        """The decision a :meth:`to_dict` object (a record of the decisions topic) holds; :class:`Rejected`
+        for anything else, and for a ``schema_version`` newer than this code reads.
+
+        Reasons come back without their severity (the record does not carry it).
+
+        >>> d = Decision("id1", "a1", "freeze", "watch", "frozen", 0.91, (Reason("SCORE_FREEZE", "risk score 0.91", 3),),
+        ...              "p0.v1", "policy-1", "e9", 1735689600000, 500000, 0)
+        >>> Decision.from_dict(d.to_dict()) == Decision(**{**{f: getattr(d, f) for f in d.__slots__},
+        ...                                                 "reasons": (Reason("SCORE_FREEZE", "risk score 0.91"),)})
+        True
+        """
+        if not isinstance(d, dict):
+            raise Rejected(RejectReason.NOT_AN_OBJECT, f"a decision is a JSON object, not a {type(d).__name__}")
+        version = d.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version > DECISION_SCHEMA_VERSION:
+            raise Rejected(RejectReason.WRONG_TYPE, f"decision schema_version {version!r}: this riskmon reads "
+                                                    f"versions up to {DECISION_SCHEMA_VERSION} (upgrade riskmon)")
+        try:
+            reasons = tuple(Reason(str(r["code"]), str(r["text"])) for r in d["reasons"])
+            texts = {f: d[f] for f in ("decision_id", "account_id", "action", "previous_state", "new_state",
+                                       "model_version", "policy_version", "cause_event_id")}
+            numbers = {f: d[f] for f in ("score", "credit_limit", "limit_cap")}
+            ts = d["event_ts"]
+        except (KeyError, TypeError) as exc:
+            raise Rejected(RejectReason.MISSING_FIELD, f"not a decision: {type(exc).__name__} {exc}") from None
+        if any(not isinstance(v, str) for v in texts.values()) or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers.values()):
+            raise Rejected(RejectReason.WRONG_TYPE, "not a decision: a field has the wrong type")
+        return cls(score=float(numbers["score"]), reasons=reasons, event_ts=parse_ts(ts, "event_ts"),
+                   credit_limit=round(numbers["credit_limit"] * 100), limit_cap=round(numbers["limit_cap"] * 100),
+                   **texts)

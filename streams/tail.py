@@ -1,16 +1,13 @@
-"""A downstream consumer of decisions: prints them, once each."""
+"""`riskmon tail`: prints decisions, once each, through the consumer API (:mod:`riskmon.streams.consumer`)."""
 from __future__ import annotations
 
-import asyncio
-from collections import OrderedDict
 from typing import IO, Any, Callable
 
-import orjson
-from aiokafka import AIOKafkaConsumer
+from riskmon.models.codec import dumps
 
+from .consumer import DecisionStream
 from .render import decision_line
 from .settings import Settings
-from .topics import client_config, start_client
 
 __all__ = ["tail"]
 
@@ -20,44 +17,44 @@ async def tail(settings: Settings, bootstrap: str, out: IO[str], as_json: bool =
                remember: int = 1_000_000, on_decision: Callable[[dict[str, Any]], None] | None = None) -> dict[str, int]:
     """Print decisions until ``max_count`` or ``idle_s`` without one (None: forever).
 
-    Decision ids are deterministic, so a decision delivered twice (a worker
-    redoing work after a crash) is printed once; the count of such repeats is
-    returned as ``repeats``.
+    With a consumer group, the position committed is just after the last decision printed, so a
+    second tail in the same group starts with the first decision this one did not print. Returns
+    the counts: ``decisions`` printed, ``repeats`` (delivered twice, printed once), ``skipped``
+    (records that are not decisions).
     """
-    consumer = AIOKafkaConsumer(
-        settings.topic_decisions, bootstrap_servers=bootstrap, group_id=group,
-        auto_offset_reset="earliest" if from_beginning else "latest", enable_auto_commit=group is not None,
-        **client_config(settings),
-    )
-    await start_client(consumer, settings, bootstrap)
-    seen: OrderedDict[str, None] = OrderedDict()
-    counts = {"decisions": 0, "repeats": 0}
-    loop = asyncio.get_running_loop()
-    last = loop.time()
-    try:
-        while max_count is None or counts["decisions"] < max_count:
-            batch = await consumer.getmany(timeout_ms=500)
-            if not batch:
-                if idle_s is not None and loop.time() - last > idle_s:
+    printed = 0
+    stream = DecisionStream(bootstrap, settings, group, from_beginning, idle_s, remember)
+    async with stream:
+        if max_count is None or max_count > 0:
+            async for d in stream:
+                record = d.to_dict()
+                if on_decision is not None:
+                    on_decision(record)
+                out.write((dumps(record).decode() if as_json else decision_line(record)) + "\n")
+                out.flush()
+                printed += 1
+                if max_count is not None and printed >= max_count:
                     break
-                continue
-            last = loop.time()
-            for records in batch.values():
+    return {"decisions": printed, "repeats": stream.repeats, "skipped": stream.skipped}
+
+
+async def follow_deadletters(settings: Settings, bootstrap: str, err: IO[str]) -> None:
+    """One line on ``err`` per record dead-lettered from now on (``riskmon run`` shows them as they happen)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from .topics import client_config, start_client
+
+    consumer = AIOKafkaConsumer(settings.topic_deadletter, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, **client_config(settings))
+    await start_client(consumer, settings, bootstrap)
+    try:
+        while True:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
                 for r in records:
-                    if max_count is not None and counts["decisions"] >= max_count:
-                        break
-                    d = orjson.loads(r.value)
-                    if d["decision_id"] in seen:
-                        counts["repeats"] += 1
-                        continue
-                    seen[d["decision_id"]] = None
-                    if len(seen) > remember:
-                        seen.popitem(last=False)
-                    counts["decisions"] += 1
-                    if on_decision is not None:
-                        on_decision(d)
-                    out.write((r.value.decode() if as_json else decision_line(d)) + "\n")
-            out.flush()
+                    h = {k: v.decode(errors="replace") for k, v in (r.headers or ())}
+                    err.write(f"riskmon: dead letter ({h.get('riskmon-reason', '?')}) from {h.get('riskmon-topic', '?')}"
+                              f"[{h.get('riskmon-partition', '?')}]@{h.get('riskmon-offset', '?')}: "
+                              f"{h.get('riskmon-detail', '')[:160]}\n")
+            err.flush()
     finally:
         await consumer.stop()
-    return counts
