@@ -32,7 +32,7 @@ def fired_rules(p: Policy, s: AccountState, score: float, model_ready: bool, lea
     dpd = s["dpd"]
     if dpd >= d.watch:
         sev = 4 if dpd >= d.close else 3 if dpd >= d.freeze else 2 if dpd >= d.limit else 1
-        out.append(Reason(_DPD_CODE[bucket(dpd)], f"{dpd} days past due ({bucket(dpd)} bucket)", sev))
+        out.append(Reason(_DPD_CODE[bucket(dpd)], f"{dpd} day{'' if dpd == 1 else 's'} past due ({bucket(dpd)} bucket)", sev))
     if model_ready:
         if score >= sc.close and dpd >= sc.close_min_dpd:
             out.append(Reason("SCORE_CLOSE", f"risk score {score:.2f} >= {sc.close:.2f} with {dpd} days past due", 4))

@@ -60,9 +60,11 @@ class EarlyWarningTracker:
     reached_bad: dict[str, int] = field(default_factory=dict)  # account -> event time it reached bad_dpd
     worst_state: dict[str, int] = field(default_factory=dict)
     first_warning: dict[str, int] = field(default_factory=dict)  # account -> event time of its first escalation
+    seen: set[str] = field(default_factory=set)  # every account observed
 
     def observe(self, account_id: str, score: float | None, dpd: int, severity: int, ts: int = 0) -> None:
         """``score`` is None while the model is still cold (never acted on, never graded)."""
+        self.seen.add(account_id)
         if account_id in self.reached_bad:
             return
         known = self.outcome_ts.get(account_id)
@@ -77,6 +79,10 @@ class EarlyWarningTracker:
             self.first_warning[account_id] = ts
 
     def evaluate(self, truth: list[dict[str, Any]]) -> Evaluation:
+        """Judged against ``truth``; ValueError if it is another log's (most of its accounts never seen)."""
+        found = sum(t["account_id"] in self.seen for t in truth)
+        if found * 2 < len(truth):
+            raise ValueError(f"the truth file does not fit this log: {found} of its {len(truth)} accounts appear in it")
         ys: list[int] = []
         ps: list[float] = []
         closed = {True: 0, False: 0}

@@ -31,6 +31,7 @@ accounts in arrears. Deterministic for a given seed.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,8 +84,12 @@ def _money(minor: int) -> float:
     return minor / 100
 
 
-def simulate(accounts: int, days: int, seed: int, start: str = "2025-01-01T00:00:00Z") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Return (events sorted by event time, truth per account)."""
+def simulate(accounts: int, days: int, seed: int, start: str = "2025-01-01T00:00:00Z",
+             prefix: str = "A") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Return (events sorted by event time, truth per account). Account ids are ``prefix`` and a
+    7-digit number: give two logs meant for one broker different prefixes."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,39}", prefix):
+        raise ValueError(f"an account id prefix is 1-40 ASCII letters, digits or ._:- (got {prefix[:40]!r})")
     t0 = parse_ts(start)
     master = random.Random(seed)
     names = list(PERSONAS)
@@ -93,7 +98,7 @@ def simulate(accounts: int, days: int, seed: int, start: str = "2025-01-01T00:00
     events: list[tuple[int, int, int, dict[str, Any]]] = []
     for i in range(accounts):
         a = _Account(
-            aid=f"A{i:07d}", persona=master.choices(names, weights)[0], limit=master.choice(_LIMITS),
+            aid=f"{prefix}{i:07d}", persona=master.choices(names, weights)[0], limit=master.choice(_LIMITS),
             bill_day=master.randrange(1, 29), rng=random.Random(master.getrandbits(64)),
         )
         a.late_statement = a.rng.randrange(0, 3)

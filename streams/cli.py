@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Sequence
 
 import orjson
+from pydantic import ValidationError
 
 from riskmon.models.errors import Rejected
 from riskmon.models.policy import Policy, load_policy
 from riskmon.models.vocabulary import GUARDABLE
+from riskmon.streams.render import counted
 
 if TYPE_CHECKING:
     from riskmon.models.featurespec import FeatureSpec
@@ -19,6 +21,62 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+
+
+def _positive_int(text: str) -> int:
+    """An argument that counts something: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """An argument that measures something (seconds, events per second): a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
+    return value
+
+
+def _check_log(path: str | Path, sample: int = 200) -> None:
+    """Refuse at once, in one line, a log that is missing, compressed, or whose first lines all fail to decode."""
+    from riskmon.models.codec import decode
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"no event log at {p}")
+    with open(p, "rb") as f:
+        head = f.read(2)
+        if head == b"\x1f\x8b":
+            raise ValueError(f"{p} is gzip-compressed: gunzip it first (riskmon reads JSONL, one event per line)")
+        f.seek(0)
+        first: Rejected | None = None
+        for n, line in enumerate(f, 1):
+            if n > sample:
+                break
+            if not line.strip():
+                continue
+            try:
+                decode(line.rstrip(b"\r\n"))
+                return
+            except Rejected as r:
+                first = first or r
+        if first is not None:
+            raise ValueError(f"{p}: not one event in its first {counted(min(n, sample), 'line')} (the first refused: "
+                             f"{first}); riskmon reads JSONL, one event per line (see models/schemas/)")
+
+
+def _writable(path: str | None, what: str) -> None:
+    """Refuse before the work an output file that cannot be written (a missing folder)."""
+    if path and not Path(path).resolve().parent.is_dir():
+        raise ValueError(f"{what} {path}: no folder {Path(path).resolve().parent}")
 
 
 class _LimitedReport:
@@ -60,7 +118,7 @@ class _TextOut(io.RawIOBase):
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from riskmon.models.simulate import simulate
 
-    events, truth = simulate(args.accounts, args.days, args.seed, args.start)
+    events, truth = simulate(args.accounts, args.days, args.seed, args.start, args.prefix)
     truth_path = args.truth or (f"{Path(args.out).with_suffix('')}.truth.jsonl" if args.out else None)
     out = open(args.out, "wb") if args.out else sys.stdout.buffer
     try:
@@ -83,26 +141,32 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _judging_args(p: argparse.ArgumentParser) -> None:
     """What replaying a log through the core takes, the same for every command that does."""
-    p.add_argument("--partitions", type=int,
+    p.add_argument("--partitions", type=_positive_int,
                    help="shards, as the input topic's partitions (default: $RISKMON_PARTITIONS or 4)")
-    p.add_argument("--policy", help="policy TOML (default: the shipped policy)")
-    p.add_argument("--features", help="feature specification TOML (default: the shipped one, models/data/default_features.toml)")
+    p.add_argument("--policy", help="policy TOML (default: $RISKMON_POLICY_FILE, or the shipped policy)")
+    p.add_argument("--features", help="feature specification TOML (default: $RISKMON_FEATURES_FILE, or the shipped "
+                                      "one, models/data/default_features.toml)")
 
 
 def _judging(args: argparse.Namespace) -> tuple[Policy | None, FeatureSpec | None]:
     """The policy and feature specification ``--policy`` and ``--features`` name (None: the shipped ones)."""
     from riskmon.models.features import load_spec
 
-    return (load_policy(args.policy) if args.policy else None, load_spec(args.features) if args.features else None)
+    settings = _settings()
+    policy_file = args.policy or settings.policy_file
+    features_file = args.features or settings.features_file
+    return (load_policy(policy_file) if policy_file else None, load_spec(features_file) if features_file else None)
 
 
 def _partitions(args: argparse.Namespace) -> int:
-    return args.partitions or _settings().partitions
+    return args.partitions if args.partitions is not None else _settings().partitions
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from riskmon.streams.replay import load_truth, replay
 
+    _check_log(args.events)
+    _writable(args.report, "--report")
     policy, spec = _judging(args)
     truth = load_truth(args.truth) if args.truth else None
     full = open(args.rejects, "w") if args.rejects else None
@@ -137,6 +201,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if summary.evaluation is not None:
         for line in summary.evaluation.lines():
             print(f"truth: {line}", file=sys.stderr)
+    if summary.events and sum(summary.rejected.values()) == summary.events:
+        print(f"riskmon: every line of {args.events} was rejected", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -154,10 +221,19 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from riskmon.models.features import load_spec
     from riskmon.streams.worker import run_all
 
-    return run_all(_settings(), Path(args.events) if args.events else None, args.accounts, args.days, args.seed,
-                   args.rate, args.idle, sys.stdout)
+    # Everything that can be checked is checked before a broker or a worker starts.
+    if args.events:
+        _check_log(args.events)
+    settings = _settings()
+    if settings.policy_file:
+        load_policy(settings.policy_file)
+    if settings.features_file:
+        load_spec(settings.features_file)
+    return run_all(settings, Path(args.events) if args.events else None, args.accounts, args.days, args.seed,
+                   args.rate, args.idle, sys.stdout, prefix=args.prefix)
 
 
 def _bootstrap(settings: "Settings") -> str:
@@ -211,6 +287,8 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
     settings = _settings()
     bootstrap = _bootstrap(settings)
+    if not args.include_bad:
+        _check_log(args.events)
     asyncio.run(create_topics(settings, bootstrap))
     summary = asyncio.run(produce(args.events, settings, bootstrap, report=_LimitedReport(sys.stderr, 20, None),
                                   include_bad=args.include_bad, rate=args.rate))
@@ -228,7 +306,9 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     settings = _settings()
     counts = asyncio.run(tail(settings, _bootstrap(settings), sys.stdout, as_json=args.json,
                               from_beginning=not args.latest, max_count=args.max, idle_s=args.idle, group=args.group))
-    print(f"tail: {counts['decisions']} decisions ({counts['repeats']} repeated deliveries not shown)", file=sys.stderr)
+    skipped = f"; {counted(counts['skipped'], 'record')} that were not decisions" if counts["skipped"] else ""
+    print(f"tail: {counted(counts['decisions'], 'decision')} "
+          f"({counted(counts['repeats'], 'repeated delivery', 'repeated deliveries')} not shown{skipped})", file=sys.stderr)
     return 0
 
 
@@ -244,6 +324,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if not Path(args.source).is_file():
         raise ValueError(f"no event log at {args.source} (give a JSONL log, or `uci` for the UCI data)")
+    _check_log(args.source)
     truth = load_truth(args.truth) if args.truth else None
     policy, spec = _judging(args)
     r = evaluate_log(args.source, truth, partitions=_partitions(args), policy=policy, spec=spec, folds=args.folds)
@@ -271,10 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("simulate", help="write a synthetic event log (JSONL) with a separate truth file")
-    s.add_argument("--accounts", type=int, default=1000)
-    s.add_argument("--days", type=int, default=90)
+    s.add_argument("--accounts", type=_positive_int, default=1000)
+    s.add_argument("--days", type=_positive_int, default=90)
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--start", default="2025-01-01T00:00:00Z", help="event time of day 0 (RFC 3339)")
+    s.add_argument("--prefix", default="A", help="account ids are PREFIX0000000, ...: another prefix for each log "
+                                                 "sent to one broker")
     s.add_argument("--out", help="events file (default: stdout)")
     s.add_argument("--truth", help="truth file (default: OUT with .truth.jsonl)")
     s.set_defaults(func=_cmd_simulate)
@@ -285,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     _judging_args(r)
     r.add_argument("--truth", help="truth file from simulate: print how decisions match it (never seen by the core)")
     r.add_argument("--rejects", help="write every rejected line's reason here")
-    r.add_argument("--checkpoint-every", type=int, default=500, help="outcomes learned between model versions")
-    r.add_argument("--bad-dpd", type=int, default=30, help="days past due that make an instalment a bad outcome")
+    r.add_argument("--checkpoint-every", type=_positive_int, default=500, help="outcomes learned between model versions")
+    r.add_argument("--bad-dpd", type=_positive_int, default=30, help="days past due that make an instalment a bad outcome")
     r.add_argument("--text", action="store_true", help="write one readable line per decision instead of JSON")
     r.add_argument("--report", help="also write a static HTML report (plots of decisions, states, scores, AUC) here")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -298,11 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("run", help="embedded broker + worker + simulated feed, printing decisions (Ctrl-C stops)")
     u.add_argument("--events", help="replay this JSONL log instead of simulating")
-    u.add_argument("--accounts", type=int, default=500)
-    u.add_argument("--days", type=int, default=90)
+    u.add_argument("--accounts", type=_positive_int, default=500)
+    u.add_argument("--days", type=_positive_int, default=90)
     u.add_argument("--seed", type=int, default=7)
-    u.add_argument("--rate", type=float, help="events per second to feed (default: as fast as possible)")
-    u.add_argument("--idle", type=float, help="stop after this many seconds without a decision (default: never)")
+    u.add_argument("--prefix", default="A", help="account id prefix of the simulated feed (another for a second "
+                                                 "feed into the same broker)")
+    u.add_argument("--rate", type=_positive_float, help="events per second to feed (default: as fast as possible)")
+    u.add_argument("--idle", type=_positive_float, help="stop after this many seconds without a decision (default: never)")
     u.set_defaults(func=_cmd_run)
 
     c = sub.add_parser("topics", help="create the monitor's topics on RISKMON_BROKER_URL (idempotent) and exit")
@@ -319,45 +404,53 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("produce", help="publish a JSONL event log to the input topics")
     o.add_argument("events")
     o.add_argument("--include-bad", action="store_true", help="send lines the codec refuses too (they will be dead-lettered)")
-    o.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    o.add_argument("--rate", type=_positive_float, help="events per second (default: as fast as possible)")
     o.set_defaults(func=_cmd_produce)
 
     e = sub.add_parser("evaluate", help="judge the core on a labelled event log, or on the UCI data (`riskmon evaluate uci`)")
     e.add_argument("source", help="a JSONL event log, or uci: default of credit card clients (Yeh & Lien 2009)")
     e.add_argument("--truth", help="a log's truth file (account_id, defaults, default_ts); without, the log's own outcomes")
     _judging_args(e)
-    e.add_argument("--folds", type=int, default=5, help="cross-validation folds for the offline references")
+    e.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds for the offline references")
     e.add_argument("--data", help="path to default_of_credit_card_clients.csv (default: ../shared/data/uci-credit-default/)")
-    e.add_argument("--cohorts", type=int, default=12, help="start months the clients are spread over")
-    e.add_argument("--test-cohorts", type=int, default=4, help="the last cohorts, held out for the offline references")
+    e.add_argument("--cohorts", type=_positive_int, default=12, help="start months the clients are spread over")
+    e.add_argument("--test-cohorts", type=_positive_int, default=4, help="the last cohorts, held out for the offline references")
     e.add_argument("--plots", help="write PNG plots to this folder")
     e.add_argument("--json", help="write the figures as JSON here")
     e.set_defaults(func=_cmd_evaluate)
 
     b = sub.add_parser("bench", help="throughput, latency and memory beside the aiokafka and Faust ceilings")
-    b.add_argument("--accounts", type=int, default=50_000)
-    b.add_argument("--days", type=int, default=8)
+    b.add_argument("--accounts", type=_positive_int, default=50_000)
+    b.add_argument("--days", type=_positive_int, default=8)
     b.add_argument("--seed", type=int, default=7)
-    b.add_argument("--repeats", type=int, default=3, help="core runs (the median is reported)")
-    b.add_argument("--transport-events", type=int, default=200_000, help="events for the broker runs")
-    b.add_argument("--latency-seconds", type=float, default=30)
+    b.add_argument("--repeats", type=_positive_int, default=3, help="core runs (the median is reported)")
+    b.add_argument("--transport-events", type=_positive_int, default=200_000, help="events for the broker runs")
+    b.add_argument("--latency-seconds", type=_positive_float, default=30)
     b.set_defaults(func=_cmd_bench)
 
     k = sub.add_parser("soak", help="one worker under steady load: is memory flat and lag bounded? (exit 1 if not)")
-    k.add_argument("--minutes", type=float, default=10)
-    k.add_argument("--rate", type=float, default=300, help="events per second fed")
-    k.add_argument("--accounts", type=int, default=2_000)
-    k.add_argument("--every", type=float, default=15, help="seconds between samples")
+    k.add_argument("--minutes", type=_positive_float, default=10)
+    k.add_argument("--rate", type=_positive_float, default=300, help="events per second fed")
+    k.add_argument("--accounts", type=_positive_int, default=2_000)
+    k.add_argument("--every", type=_positive_float, default=15, help="seconds between samples")
     k.set_defaults(func=_cmd_soak)
 
     t = sub.add_parser("tail", help="print decisions from the decisions topic")
     t.add_argument("--json", action="store_true", help="one JSON object per line")
     t.add_argument("--latest", action="store_true", help="only decisions from now on")
-    t.add_argument("--max", type=int, help="stop after this many decisions")
-    t.add_argument("--idle", type=float, help="stop after this many seconds without one")
+    t.add_argument("--max", type=_positive_int, help="stop after this many decisions")
+    t.add_argument("--idle", type=_positive_float, help="stop after this many seconds without one")
     t.add_argument("--group", help="consumer group (commits its position)")
     t.set_defaults(func=_cmd_tail)
     return p
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of a closed pipe raises nothing."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -367,7 +460,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Rejected as r:
         print(f"riskmon: {r}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+    except BrokenPipeError:  # the reader went away (`riskmon replay --text | head`): nothing more to say
+        _quiet_stdout()
+        return 0
+    except ValidationError as exc:
+        from riskmon.streams.settings import settings_error
+
+        print(f"riskmon: {settings_error(exc)}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
         print(f"riskmon: {exc}", file=sys.stderr)
         return 2
 

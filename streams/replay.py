@@ -21,6 +21,8 @@ from riskmon.models.quality import roc_auc
 from riskmon.models.step import StepResult
 from riskmon.models.vocabulary import SEVERITY
 
+from .render import counted
+
 __all__ = ["Observer", "ReplaySummary", "load_truth", "read_log", "replay"]
 
 
@@ -52,15 +54,15 @@ class ReplaySummary:
         auc = self.outcome_auc
         rej = sum(self.rejected.values())
         parts = [
-            f"{self.events} events",
+            counted(self.events, "event"),
             f"{rej} rejected" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.rejected.items()))})" if rej else ""),
-            f"{self.duplicates} duplicates",
-            f"{sum(self.decisions.values())} decisions ({acts})",
-            f"{len(self.outcome_labels) + self.cold_outcomes} outcomes ({self.cold_outcomes} scored before warm-up),"
+            counted(self.duplicates, "duplicate"),
+            f"{counted(sum(self.decisions.values()), 'decision')} ({acts})",
+            f"{counted(len(self.outcome_labels) + self.cold_outcomes, 'outcome')} ({self.cold_outcomes} scored before warm-up),"
             " prequential AUC "
             + ("n/a" if auc is None else f"{auc:.3f}")
             + ("" if self.rolling_auc is None else f", rolling AUC {self.rolling_auc:.3f}"),
-            f"{self.drifts} drift detections",
+            counted(self.drifts, "drift detection"),
         ]
         return "; ".join(parts)
 
@@ -158,5 +160,32 @@ def _bar(done: int, total: int, width: int = 30) -> str:
 
 
 def load_truth(path: str | Path) -> list[dict[str, Any]]:
+    """A truth file (``riskmon simulate`` writes one): a JSON object per line with ``account_id``,
+    ``defaults`` (true or false) and ``default_ts`` (RFC 3339, or null). Anything else is a
+    ValueError naming the file and the line."""
+    from riskmon.models.codec import parse_ts
+    from riskmon.models.errors import Rejected
+
+    out = []
     with open(path, "rb") as f:
-        return [orjson.loads(line) for line in f if line.strip()]
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                t = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"truth file {path} line {n}: not JSON ({str(exc)[:60]})") from None
+            if not isinstance(t, dict) or "defaults" not in t or "account_id" not in t:
+                hint = " (it looks like an event log: give the .truth.jsonl beside it)" if isinstance(t, dict) and "type" in t else ""
+                raise ValueError(f"truth file {path} line {n}: needs account_id and defaults{hint}")
+            if not isinstance(t["account_id"], str) or not isinstance(t["defaults"], bool):
+                raise ValueError(f"truth file {path} line {n}: account_id must be a string and defaults true or false")
+            if t.get("default_ts") is not None:
+                try:
+                    parse_ts(t["default_ts"], "default_ts")
+                except Rejected as r:
+                    raise ValueError(f"truth file {path} line {n}: {r}") from None
+            out.append(t)
+    if not out:
+        raise ValueError(f"truth file {path} is empty")
+    return out

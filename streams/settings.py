@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "settings_error"]
 
 
 class Settings(BaseSettings):
@@ -45,6 +45,21 @@ class Settings(BaseSettings):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if "://" in value:
+            raise ValueError(f"takes host:port[,host:port], without a scheme (got {value[:80]!r}; "
+                             f"try {value.split('://', 1)[1][:80]!r})")
+        for address in value.split(","):
+            host, _, port = address.strip().rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"takes host:port[,host:port] with ports 1-65535 (got {address.strip()[:80]!r})")
+        return value
 
     @model_validator(mode="after")
     def _check_security(self) -> Settings:
@@ -90,3 +105,15 @@ class Settings(BaseSettings):
     @property
     def all_topics(self) -> list[str]:
         return [*self.input_topics.values(), self.topic_decisions, self.topic_deadletter]
+
+
+def settings_error(exc: ValidationError) -> str:
+    """One line naming each RISKMON_* variable that is wrong, what it holds and what it should be."""
+    parts = []
+    for e in exc.errors():
+        name = "_".join(str(x) for x in e.get("loc", ()))
+        secret = "password" in name or "secret" in name
+        shown = f"={e['input']!r}" if name and "input" in e and not isinstance(e["input"], dict) and not secret else ""
+        what = e.get("msg", "invalid").removeprefix("Value error, ")
+        parts.append(f"RISKMON_{name.upper()}{shown}: {what}" if name else what)
+    return "; ".join(parts)

@@ -43,7 +43,7 @@ async def start_client(client: Any, settings: Settings, bootstrap: str, timeout_
         security = settings.security_protocol + (f" {settings.sasl_mechanism} as {settings.sasl_username!r}"
                                                  if settings.security_protocol.startswith("SASL") else "")
         raise ConnectionError(
-            f"cannot reach Kafka at {bootstrap} over {security}: {type(exc).__name__} {str(exc)[:160]}. "
+            f"cannot reach Kafka at {bootstrap} over {security}: {_error_text(exc)}. "
             "Check RISKMON_BROKER_URL, RISKMON_SECURITY_PROTOCOL and the SASL/SSL settings"
         ) from None
 
@@ -74,3 +74,9 @@ async def create_topics(settings: Settings, bootstrap: str, timeout_s: float = 2
     finally:
         await admin.close()
     return created
+
+
+def _error_text(exc: BaseException) -> str:
+    """The exception's name and message, the name once (aiokafka's messages often start with it)."""
+    name, text = type(exc).__name__, str(exc)[:160]
+    return text if text.startswith(name) else f"{name} {text}".rstrip()

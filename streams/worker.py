@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -11,7 +14,8 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .broker import EmbeddedBroker
+from .broker import EmbeddedBroker, free_port
+from .render import counted
 from .settings import Settings
 from .topics import create_topics
 
@@ -27,6 +31,7 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
 
     if not settings.broker_url:
         raise ValueError("RISKMON_BROKER_URL is not set: point it at Kafka, or use `riskmon run` for the embedded broker")
+    check_web_port(settings)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(create_topics(settings, settings.broker_url))
@@ -63,13 +68,35 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None
             proc.wait()
 
 
+def check_web_port(settings: Settings) -> None:
+    """Refuse to start, in one line, when the web and /metrics port is taken (Faust would print a traceback)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((settings.web_host, settings.web_port))
+        except OSError as exc:
+            raise ValueError(f"the web and /metrics port {settings.web_host}:{settings.web_port} is taken "
+                             f"({exc.strerror}; another worker?): set RISKMON_WEB_PORT to a free port") from None
+
+
+def riskmon_command() -> str:
+    """How to call `riskmon` from another shell: the name if the PATH finds this one, else its path."""
+    here = Path(sys.executable).parent / "riskmon"
+    found = shutil.which("riskmon")
+    if found is not None and here.exists() and Path(found).resolve() == here.resolve():
+        return "riskmon"
+    if here.exists():
+        return shlex.quote(os.path.relpath(here) if not os.path.relpath(here).startswith("..") else str(here))
+    return f"{shlex.quote(sys.executable)} -m riskmon.streams.cli"
+
+
 def run_all(settings: Settings, events: Path | None, accounts: int, days: int, seed: int, rate: float | None,
-            idle_s: float | None, out: IO[str]) -> int:
+            idle_s: float | None, out: IO[str], prefix: str = "A") -> int:
     """The embedded default: broker (unless RISKMON_BROKER_URL is set), topics, worker, feed, tail."""
     from riskmon.models.simulate import simulate
 
     from .produce import produce
-    from .tail import tail
+    from .tail import follow_deadletters, tail
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -85,13 +112,16 @@ def run_all(settings: Settings, events: Path | None, accounts: int, days: int, s
         bootstrap, kind = broker.url, "tansu"
         settings = settings.model_copy(update={"broker_url": bootstrap, "broker_kind": kind})
         print(f"riskmon: embedded broker (Tansu) on {bootstrap}; to follow decisions from another shell:\n"
-              f"  RISKMON_BROKER_URL={bootstrap} riskmon tail", file=sys.stderr)
+              f"  RISKMON_BROKER_URL={bootstrap} {riskmon_command()} tail", file=sys.stderr)
+    if "RISKMON_WEB_PORT" not in os.environ:  # a second `riskmon run` beside the first takes another port
+        settings = settings.model_copy(update={"web_port": free_port()})
     worker = None
     try:
+        check_web_port(settings)
         asyncio.run(create_topics(settings, bootstrap))
         if events is None:
             tmp = Path(tempfile.mkdtemp(prefix="riskmon-")) / "events.jsonl"
-            evs, _ = simulate(accounts, days, seed)
+            evs, _ = simulate(accounts, days, seed, prefix=prefix)
             import orjson
 
             tmp.write_bytes(b"".join(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) + b"\n" for e in evs))
@@ -103,6 +133,7 @@ def run_all(settings: Settings, events: Path | None, accounts: int, days: int, s
 
         async def feed_and_tail() -> dict[str, int]:
             tail_task = asyncio.create_task(tail(settings, bootstrap, out, idle_s=idle_s))
+            letters = asyncio.create_task(follow_deadletters(settings, bootstrap, sys.stderr))
 
             async def watch() -> None:
                 while worker.poll() is None:
@@ -111,16 +142,20 @@ def run_all(settings: Settings, events: Path | None, accounts: int, days: int, s
 
             watchdog = asyncio.create_task(watch())
             summary = await produce(events, settings, bootstrap, rate=rate)  # type: ignore[arg-type]
-            print(f"riskmon: produced {summary.sent} events", file=sys.stderr)
+            bad = sum(summary.skipped.values())
+            print(f"riskmon: produced {counted(summary.sent, 'event')}"
+                  + (f"; {counted(bad, 'line')} refused ({', '.join(f'{k} {v}' for k, v in sorted(summary.skipped.items()))})"
+                     if bad else ""), file=sys.stderr)
             done, _ = await asyncio.wait({tail_task, watchdog}, return_when=asyncio.FIRST_COMPLETED)
             watchdog.cancel()
+            letters.cancel()
             if tail_task not in done:
                 tail_task.cancel()
             return await next(iter(done))  # type: ignore[no-any-return]
 
         t0 = time.monotonic()
         counts = asyncio.run(feed_and_tail())
-        print(f"riskmon: {counts['decisions']} decisions in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        print(f"riskmon: {counted(counts['decisions'], 'decision')} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
         return 0
     except KeyboardInterrupt:
         print("\nriskmon: stopping", file=sys.stderr)

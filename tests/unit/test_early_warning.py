@@ -167,3 +167,16 @@ def test_policy_update_applies_from_its_event_time() -> None:
     assert "DPD_1_30" not in codes["LATE"], "a few days past due is below the new watch level of 10"
     assert states["LATE"].state["dpd"] > 0
     assert m.policy_at(at(9)).version == "default-2025.1" and m.policy_at(at(10)).version == "lenient"
+
+
+def test_one_day_past_due_reads_in_the_singular() -> None:
+    from riskmon.models.early_warning import fired_rules
+    from riskmon.models.policy import default_policy
+    from riskmon.models.state import new_state
+
+    s = new_state("a1", "CNY", 0, 100_000)
+    texts = []
+    for dpd in (1, 2):
+        s["dpd"] = dpd
+        texts.append(fired_rules(default_policy(), s, 0.0, False, leaving=False)[0].text)
+    assert texts == ["1 day past due (1-30 bucket)", "2 days past due (1-30 bucket)"]

@@ -69,7 +69,7 @@ def test_bad_lines_are_reported_by_number_and_the_rest_goes_on(small_log: pathli
 
 def test_cli_reports_a_missing_file_clearly(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", "/nonexistent/ev.jsonl", "--quiet"]) == 2
-    assert "No such file" in capsys.readouterr().err
+    assert "no event log at /nonexistent/ev.jsonl" in capsys.readouterr().err
 
 
 def test_cli_reports_a_bad_policy_file(tmp_path: pathlib.Path, small_log: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
