@@ -14,8 +14,10 @@ __all__ = ["tail"]
 
 async def tail(settings: Settings, bootstrap: str, out: IO[str], as_json: bool = False, from_beginning: bool = True,
                max_count: int | None = None, idle_s: float | None = None, group: str | None = None,
-               remember: int = 1_000_000, on_decision: Callable[[dict[str, Any]], None] | None = None) -> dict[str, int]:
-    """Print decisions until ``max_count`` or ``idle_s`` without one (None: forever).
+               remember: int = 1_000_000, on_decision: Callable[[dict[str, Any]], None] | None = None,
+               first_idle_s: float | None = None) -> dict[str, int]:
+    """Print decisions until ``max_count`` or ``idle_s`` without one (None: forever); before the first
+    one, wait ``first_idle_s`` instead if given (a worker that has just started takes a while).
 
     With a consumer group, the position committed is just after the last decision printed, so a
     second tail in the same group starts with the first decision this one did not print. Returns
@@ -23,7 +25,8 @@ async def tail(settings: Settings, bootstrap: str, out: IO[str], as_json: bool =
     (records that are not decisions).
     """
     printed = 0
-    stream = DecisionStream(bootstrap, settings, group, from_beginning, idle_s, remember)
+    stream = DecisionStream(bootstrap, settings, group, from_beginning,
+                            idle_s if first_idle_s is None else first_idle_s, remember)
     async with stream:
         if max_count is None or max_count > 0:
             async for d in stream:
@@ -33,6 +36,7 @@ async def tail(settings: Settings, bootstrap: str, out: IO[str], as_json: bool =
                 out.write((dumps(record).decode() if as_json else decision_line(record)) + "\n")
                 out.flush()
                 printed += 1
+                stream.idle_s = idle_s
                 if max_count is not None and printed >= max_count:
                     break
     return {"decisions": printed, "repeats": stream.repeats, "skipped": stream.skipped}

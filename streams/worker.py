@@ -132,7 +132,9 @@ def run_all(settings: Settings, events: Path | None, accounts: int, days: int, s
               "decisions follow. Ctrl-C to stop.", file=sys.stderr)
 
         async def feed_and_tail() -> dict[str, int]:
-            tail_task = asyncio.create_task(tail(settings, bootstrap, out, idle_s=idle_s))
+            # The worker's start and its group join come before the first decision: not idleness.
+            tail_task = asyncio.create_task(tail(settings, bootstrap, out, idle_s=idle_s,
+                                                 first_idle_s=None if idle_s is None else max(idle_s, 60.0)))
             letters = asyncio.create_task(follow_deadletters(settings, bootstrap, sys.stderr))
 
             async def watch() -> None:
