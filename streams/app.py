@@ -43,8 +43,9 @@ PRODUCER_BUFFER_MESSAGES = 20_000
 
 
 class FaustPorts:
-    def __init__(self, app: Any, table: Any, decisions: Any, deadletter: Any) -> None:
+    def __init__(self, app: Any, table: Any, decisions: Any, deadletter: Any, repartition: Any) -> None:
         self.app, self.table, self.decisions, self.deadletter = app, table, decisions, deadletter
+        self.repartition = repartition
         self._epoch: dict[int, int] = {}  # partition -> revocations seen
 
     def get(self, key: bytes) -> bytes | None:
@@ -54,6 +55,8 @@ class FaustPorts:
         """Make a round durable in the order the processor's recovery relies on; the caller then calls ``proc.saved``."""
         sent = [await self.decisions.send(key=aid.encode(), value=value) for aid, value in rnd.decisions]
         sent += [await self.deadletter.send(key=key, value=value, headers=headers) for key, value, headers in rnd.dead]
+        sent += [await self.repartition.send(key=key, value=value, headers=headers, partition=owner)
+                 for owner, key, value, headers in rnd.forwards]
         if sent:
             await asyncio.gather(*sent)  # delivered before the snapshot can say "applied"
         # The snapshot first: it carries the round's states too.
@@ -172,13 +175,15 @@ class Worker:
         )
         faust_internals.set_producer_buffer(app, PRODUCER_BUFFER_MESSAGES)
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        self.topics = settings.input_topics  # category -> topic name
+        # Each source a partition merges (see streams.hold.SOURCES) -> its topic.
+        self.topics = {**settings.input_topics, "repartition": settings.topic_repartition}
         self.category_of = {t: c for c, t in self.topics.items()}
         inputs = app.topic(*self.topics.values(), partitions=settings.partitions, **raw)
+        repartition = app.topic(settings.topic_repartition, partitions=settings.partitions, **raw)
         decisions = app.topic(settings.topic_decisions, partitions=settings.partitions, **raw)
         deadletter = app.topic(settings.topic_deadletter, partitions=settings.partitions, **raw)
         table = app.Table("accounts", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes)
-        self.ports = FaustPorts(app, table, decisions, deadletter)
+        self.ports = FaustPorts(app, table, decisions, deadletter, repartition)
         # /metrics on the worker's web port: riskmon's metrics and Faust's sensors, one registry.
         registry = CollectorRegistry()
         setup_prometheus_sensors(app, registry=registry, name_prefix="riskmon_faust")
@@ -189,6 +194,7 @@ class Worker:
             checkpoint_every=settings.checkpoint_every, bad_dpd=settings.bad_dpd,
             max_record_bytes=settings.max_record_bytes, lateness_s=settings.lateness_s, late=settings.late_events,
             max_future_s=settings.max_future_s, snapshot_every_s=settings.snapshot_every_s,
+            partitions=settings.partitions,
         )
         self.proc = StreamProcessor(self.ports, options, metrics=metrics, on_decision=on_decision)
         self.lock = asyncio.Lock()

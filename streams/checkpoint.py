@@ -33,7 +33,7 @@ from riskmon.models.monitor import Monitor
 from riskmon.models.state import AccountState
 
 __all__ = [
-    "Checkpoint", "DeadLetter", "MAX_ROUND_EVENTS", "OffsetSet", "QUALITY_KEY_PREFIX", "Round", "SHARD_KEY_PREFIX",
+    "Checkpoint", "DeadLetter", "Forward", "MAX_ROUND_EVENTS", "OffsetSet", "QUALITY_KEY_PREFIX", "Round", "SHARD_KEY_PREFIX",
 ]
 
 log = logging.getLogger("riskmon.checkpoint")
@@ -51,6 +51,8 @@ NO_TIME = -(2**62)
 
 # (key, original bytes, headers) of a record sent to the dead-letter topic.
 DeadLetter = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+# (the partition that owns its account, key, original bytes, headers) of a record sent on to the repartition topic.
+Forward = tuple[int, bytes | None, bytes, list[tuple[str, bytes]]]
 
 
 class OffsetSet:
@@ -105,6 +107,7 @@ class Round:
     anchor: Any  # a handle from this partition (the host writes the table in its context)
     decisions: list[tuple[str, bytes]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    forwards: list[Forward] = field(default_factory=list)
     states: list[tuple[bytes, bytes]] = field(default_factory=list)
     snapshot: list[tuple[bytes, bytes]] = field(default_factory=list)
     acks: list[Any] = field(default_factory=list)
@@ -127,9 +130,9 @@ class Checkpoint:
         # Applied since the last snapshot: the states to write with the next one, and the records it will ack.
         self.pending: dict[str, AccountState] = {}
         self.pending_acks: list[Any] = []
-        # Records settled at ingest, to ack with the next round: a dead letter to send, or None
-        # for a record applied in an earlier life.
-        self.settled: list[tuple[Any, DeadLetter | None]] = []
+        # Records settled at ingest, to ack with the next round: a dead letter or a forward to send,
+        # or neither for a record applied in an earlier life.
+        self.settled: list[tuple[Any, DeadLetter | None, Forward | None]] = []
 
     @classmethod
     def restore(cls, partition: int, blob: bytes, quality: bytes | None,
@@ -169,11 +172,13 @@ class Checkpoint:
             gap = done.missing_below(offset)
         return offset in done, gap
 
-    def settle(self, category: str, offset: int, handle: Any, dead: DeadLetter | None) -> None:
-        """A record done with at ingest (dead-lettered, or applied in an earlier life): acked with the next round."""
-        if dead is not None:
+    def settle(self, category: str, offset: int, handle: Any, dead: DeadLetter | None,
+               forward: Forward | None = None) -> None:
+        """A record done with at ingest (dead-lettered, sent on to the partition that owns its account, or
+        applied in an earlier life): acked with the next round, once what it sends is delivered."""
+        if dead is not None or forward is not None:
             self.applied[category].add(offset)
-        self.settled.append((handle, dead))
+        self.settled.append((handle, dead, forward))
 
     def applied_low(self, category: str) -> int | None:
         """Every offset of ``category`` below this is applied (None: nothing seen or restored yet)."""
@@ -193,9 +198,11 @@ class Checkpoint:
         anchor = anchor if anchor is not None else self.settled[-1][0]
         self.last_handle = anchor
         rnd = Round(self.partition, anchor)
-        for handle, dead in self.settled:
+        for handle, dead, forward in self.settled:
             if dead is not None:
                 rnd.dead.append(dead)
+            if forward is not None:
+                rnd.forwards.append(forward)
             self.pending_acks.append(handle)
         self.settled = []
         return rnd

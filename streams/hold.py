@@ -18,7 +18,11 @@ from typing import Any, Callable
 
 from riskmon.models.events import CATEGORY_RANK, Event
 
-__all__ = ["EventTimeHold", "Held"]
+__all__ = ["EventTimeHold", "Held", "SOURCES"]
+
+# The topics a partition merges: the four categories', and the repartition topic, where other
+# partitions send on the records of this partition's accounts that a producer put on theirs.
+SOURCES = (*CATEGORY_RANK, "repartition")
 
 
 @dataclass(order=True)
@@ -63,7 +67,7 @@ class EventTimeHold:
         forced = 0
         heap = self.heap
         if heap:
-            bounds = [self.max_ts.get(c) for c in CATEGORY_RANK if not caught_up(c)]
+            bounds = [self.max_ts.get(c) for c in SOURCES if not caught_up(c)]
             if all(b is not None for b in bounds):
                 watermark = min((b for b in bounds if b is not None), default=None)
                 if watermark is not None:

@@ -56,6 +56,8 @@ COUNTS = {
     "drift": ("riskmon_drift_detections", "Drift detected in the model's error (ADWIN)"),
     "forced": ("riskmon_events_forced", "Events applied before their partition's slowest topic caught up, to bound memory"),
     "offset_gap": ("riskmon_offset_gap_records", "Input records a resumed partition will never see: committed past its last snapshot"),
+    "rerouted": ("riskmon_records_rerouted", "Records on a partition that does not own their account (a producer with another "
+                 "partitioner), sent on to the one that does through the repartition topic"),
     "not_owned": ("riskmon_records_not_owned", "Records fetched for a partition a rebalance took away: left unacked for its new owner"),
 }
 

@@ -27,9 +27,10 @@ import orjson
 
 from riskmon.models.codec import decode, dumps, format_ts
 from riskmon.models.errors import RejectReason, Rejected
-from riskmon.models.events import CATEGORY, event_order
+from riskmon.models.events import CATEGORY, event_order, is_broadcast
 from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.monitor import Monitor
+from riskmon.models.partitioning import partition_for
 from riskmon.models.policy import Policy
 from riskmon.models.state import AccountState
 from riskmon.models.step import StepResult
@@ -80,6 +81,9 @@ class Options:
     # next snapshot carries their states and acks their records. A crash redoes them (same decisions,
     # same ids: delivered again, never lost).
     snapshot_every_s: float = 0.0
+    # The input topics' partition count: an account event on a partition its account does not belong
+    # to (by Kafka's murmur2 partitioner, as replay shards) is sent on to the one it does (None: no check).
+    partitions: int | None = None
 
     def __post_init__(self) -> None:
         if self.late not in ("apply", "deadletter"):
@@ -162,6 +166,7 @@ class StreamProcessor:
         self.decisions: Counter[tuple[str, str]] = Counter()  # (action, first reason code)
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (score band, default|good)
         self.outcome_scores: Counter[str] = Counter()  # score band -> sum of the scores graded
+        self._owners: dict[str, int] = {}  # account -> the input partition that owns it
 
     # -- partitions -------------------------------------------------------
     def shard(self, partition: int) -> _Shard:
@@ -220,7 +225,7 @@ class StreamProcessor:
         try:
             event = decode(raw, self.options.max_record_bytes)
             etype = event.type
-            if CATEGORY[event.type] != category:
+            if category != "repartition" and CATEGORY[event.type] != category:
                 raise Rejected(RejectReason.WRONG_TOPIC, f"a {event.type} event on the {category} topic")
             if self.max_future_ms is not None and event.ts > time.time() * 1000 + self.max_future_ms:
                 raise Rejected(RejectReason.FUTURE_EVENT, f"event time {format_ts(event.ts)} is more than "
@@ -235,6 +240,21 @@ class StreamProcessor:
                 f"{type(exc).__name__}: {str(exc)[:200]}"))
             return
         sh.hold.delivered(category, event.ts)
+        parts = self.options.partitions
+        if parts is not None and not is_broadcast(event):
+            owner = self._owners.get(event.account_id)
+            if owner is None:  # murmur2 in Python costs microseconds; an account's partition never changes
+                if len(self._owners) >= 1_000_000:
+                    self._owners.clear()
+                owner = self._owners[event.account_id] = partition_for(event.account_id, parts)
+            if owner != partition:
+                # A producer with another partitioner (librdkafka's CRC32) put it here: it must apply
+                # in its account's partition, in order with the rest of the account's events.
+                self.counts["rerouted"] += 1
+                headers = [("riskmon-topic", topic.encode()), ("riskmon-partition", str(partition).encode()),
+                           ("riskmon-offset", str(offset).encode())]
+                ckpt.settle(category, offset, handle, None, (owner, key, raw, headers))
+                return
         if event.ts < ckpt.applied_ts:
             self.counts["late"] += 1
             if self.options.late == "deadletter":

@@ -103,8 +103,13 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}.deadletter"
 
     @property
+    def topic_repartition(self) -> str:
+        """Internal: records a producer put on another partition than the one that owns their account go on here."""
+        return f"{self.topic_prefix}.repartition"
+
+    @property
     def all_topics(self) -> list[str]:
-        return [*self.input_topics.values(), self.topic_decisions, self.topic_deadletter]
+        return [*self.input_topics.values(), self.topic_repartition, self.topic_decisions, self.topic_deadletter]
 
 
 def settings_error(exc: ValidationError) -> str:

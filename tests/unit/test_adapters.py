@@ -141,7 +141,7 @@ def test_a_round_is_acked_only_once_the_broker_has_its_snapshot() -> None:
 
     async def go() -> None:
         producer, t = Producer(), table()
-        ports = FaustPorts(faust_app(producer), t, None, None)
+        ports = FaustPorts(faust_app(producer), t, None, None, None)
         handles = [Handle(), Handle()]
         await ports.write(Round(3, anchor=anchor, snapshot=[(b"__shard__:3", b"s")], states=[(b"A1", b"{}")], acks=handles))
         assert [(topic, k, v, p) for topic, k, v, p, _ in producer.sent] == [
@@ -169,7 +169,7 @@ def test_a_round_is_acked_only_once_the_broker_has_its_snapshot() -> None:
 
         failing, lost_table = Producer(), table()
         lost = [Handle()]
-        await FaustPorts(faust_app(failing), lost_table, None, None).write(Round(0, anchor=anchor, snapshot=[(b"k", b"v")], acks=lost))
+        await FaustPorts(faust_app(failing), lost_table, None, None, None).write(Round(0, anchor=anchor, snapshot=[(b"k", b"v")], acks=lost))
         failing.sent[0][4].set_exception(RuntimeError("broker gone"))
         await asyncio.sleep(0)
         await asyncio.sleep(0)
