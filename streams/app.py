@@ -257,7 +257,8 @@ class Worker:
                         # write over the new owner's state.
                         self.proc.counts["not_owned"] += 1
                         continue
-                    self.proc.ingest(self.category_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value, ev)
+                    self.proc.ingest(self.category_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value, ev,
+                                     m.headers)
                     touched.add(m.partition)
                 for p in touched:
                     for rnd in self.proc.release(p, self.caught_up(p)):

@@ -35,6 +35,9 @@ class Held:
     offset: int = field(compare=False)
     handle: Any = field(compare=False)
     received: float = field(compare=False)  # time.monotonic() at ingest
+    # (topic, partition, offset) where a producer first put a record that came here through the
+    # repartition topic: what a dead letter of it names (None: it is where it was first put).
+    origin: tuple[str, int, int] | None = field(default=None, compare=False)
 
 
 class EventTimeHold:

@@ -204,9 +204,17 @@ class StreamProcessor:
         return 0 if sh is None else sh.checkpoint.next_offset(category)
 
     # -- records ----------------------------------------------------------
-    def ingest(self, category: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, handle: Any) -> None:
-        """Take one record: skip it if applied before, dead-letter it, or hold it for ordering."""
+    def ingest(self, category: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+               handle: Any, headers: Any = None) -> None:
+        """Take one record: skip it if applied before, dead-letter it, or hold it for ordering.
+
+        ``headers`` (a record's Kafka headers, pairs or a mapping) matter only on the repartition
+        topic: they name where the record was first put, which is what a dead letter of it names.
+        """
         raw = value or b""
+        origin = _origin(headers) if category == "repartition" else None
+        # What a dead letter names: the topic, partition and offset the producer put the record at.
+        dl_topic, dl_partition, dl_offset = origin or (topic, partition, offset)
         received = time.monotonic()
         self.counts["received"] += 1
         sh = self.shard(partition)
@@ -231,12 +239,12 @@ class StreamProcessor:
                 raise Rejected(RejectReason.FUTURE_EVENT, f"event time {format_ts(event.ts)} is more than "
                                                           f"{self.max_future_ms / 1000:g} s ahead of this worker's clock")
         except Rejected as r:
-            ckpt.settle(category, offset, handle,
-                        self._deadletter(category, etype, topic, partition, offset, key, raw, r.reason.value, r.detail))
+            ckpt.settle(category, offset, handle, self._deadletter(
+                category, etype, dl_topic, dl_partition, dl_offset, key, raw, r.reason.value, r.detail))
             return
         except Exception as exc:  # the codec promises Rejected only; a record must not stop the worker if it breaks that
             ckpt.settle(category, offset, handle, self._deadletter(
-                category, etype, topic, partition, offset, key, raw, RejectReason.INTERNAL_ERROR.value,
+                category, etype, dl_topic, dl_partition, dl_offset, key, raw, RejectReason.INTERNAL_ERROR.value,
                 f"{type(exc).__name__}: {str(exc)[:200]}"))
             return
         sh.hold.delivered(category, event.ts)
@@ -261,11 +269,12 @@ class StreamProcessor:
                 detail = (f"event time {format_ts(event.ts)} is before {format_ts(ckpt.applied_ts)}, already applied "
                           f"in this partition (allowed lateness {self.options.lateness_s:g} s)")
                 ckpt.settle(category, offset, handle, self._deadletter(
-                    category, etype, topic, partition, offset, key, raw, RejectReason.LATE_EVENT.value, detail))
+                    category, etype, dl_topic, dl_partition, dl_offset, key, raw, RejectReason.LATE_EVENT.value, detail))
                 return
         if self.metrics is not None:
             self.metrics.event_time_lag.observe(time.time() - event.ts / 1000)
-        sh.hold.push(Held(event_order(event.ts, event.type, offset), event, raw, category, topic, offset, handle, received))
+        sh.hold.push(Held(event_order(event.ts, event.type, offset), event, raw, category, topic, offset, handle, received,
+                          origin))
 
     def release(self, partition: int, caught_up: Callable[[str], bool], now: float | None = None) -> list[Round]:
         """Apply every held event of ``partition`` that no topic can still precede, in bounded rounds.
@@ -312,12 +321,11 @@ class StreamProcessor:
             try:
                 results = sh.monitor.process(ev, lookup)
             except Rejected as r:
-                rnd.dead.append(self._deadletter(h.category, ev.type, h.topic, sh.partition, h.offset, ev.account_id.encode(),
-                                                 h.raw, r.reason.value, r.detail))
+                rnd.dead.append(self._held_deadletter(sh, h, r.reason.value, r.detail))
                 continue
             except Exception as exc:  # a poison record must not stop the partition
-                rnd.dead.append(self._deadletter(h.category, ev.type, h.topic, sh.partition, h.offset, ev.account_id.encode(), h.raw,
-                                                 RejectReason.INTERNAL_ERROR.value, f"{type(exc).__name__}: {str(exc)[:200]}"))
+                rnd.dead.append(self._held_deadletter(sh, h, RejectReason.INTERNAL_ERROR.value,
+                                                      f"{type(exc).__name__}: {str(exc)[:200]}"))
                 continue
             if results and all(r.duplicate for r in results):
                 self.counts["duplicate"] += 1
@@ -357,6 +365,13 @@ class StreamProcessor:
             if self.on_decision is not None:
                 self.on_decision(body)
 
+    def _held_deadletter(self, sh: _Shard, h: Held, reason: str, detail: str) -> DeadLetter:
+        """A held event the core refused, named by where its producer put it (counted in its own category)."""
+        ev = h.event
+        topic, partition, offset = h.origin or (h.topic, sh.partition, h.offset)
+        category = CATEGORY[ev.type] if h.origin else h.category
+        return self._deadletter(category, ev.type, topic, partition, offset, ev.account_id.encode(), h.raw, reason, detail)
+
     def _deadletter(self, category: str, etype: str, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes,
                     reason: str, detail: str) -> DeadLetter:
         self.rejected[(category, reason)] += 1
@@ -365,3 +380,20 @@ class StreamProcessor:
                    ("riskmon-topic", topic.encode()), ("riskmon-partition", str(partition).encode()),
                    ("riskmon-offset", str(offset).encode())]
         return (key, raw, headers)
+
+
+def _origin(headers: Any) -> tuple[str, int, int] | None:
+    """(topic, partition, offset) from the provenance headers a rerouted record carries; None without them.
+
+    >>> _origin([("riskmon-topic", b"t.transactions"), ("riskmon-partition", b"2"), ("riskmon-offset", b"17")])
+    ('t.transactions', 2, 17)
+    >>> _origin({"riskmon-topic": b"t"}) is None
+    True
+    """
+    if not headers:
+        return None
+    h = dict(headers.items() if hasattr(headers, "items") else headers)
+    try:
+        return h["riskmon-topic"].decode(), int(h["riskmon-partition"]), int(h["riskmon-offset"])
+    except (KeyError, ValueError, UnicodeDecodeError, AttributeError):
+        return None
