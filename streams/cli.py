@@ -50,8 +50,10 @@ def _check_log(path: str | Path, sample: int = 200) -> None:
     from riskmon.models.codec import decode
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ValueError(f"no event log at {p}")
+    if not p.is_file():  # a pipe (/dev/stdin) can be read only once: the replay itself judges it
+        return
     with open(p, "rb") as f:
         head = f.read(2)
         if head == b"\x1f\x8b":

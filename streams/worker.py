@@ -86,7 +86,8 @@ def riskmon_command() -> str:
     if found is not None and here.exists() and Path(found).resolve() == here.resolve():
         return "riskmon"
     if here.exists():
-        return shlex.quote(os.path.relpath(here) if not os.path.relpath(here).startswith("..") else str(here))
+        near = os.path.relpath(here)  # .venv/bin/riskmon from the checkout
+        return shlex.quote(str(here) if near.startswith("..") else near)
     return f"{shlex.quote(sys.executable)} -m riskmon.streams.cli"
 
 
