@@ -17,12 +17,28 @@ from .units import DAY_MS
 from .velocity import INDEX
 from .vocabulary import SEVERITY, STATES, STATUSES
 
-__all__ = ["fired_rules", "next_state", "score_drivers"]
+__all__ = ["RULE_LEVELS", "fired_rules", "next_state", "score_drivers"]
 
 _DPD_CODE = {"1-30": "DPD_1_30", "31-60": "DPD_31_60", "61-90": "DPD_61_90", "90+": "DPD_90_PLUS"}
 _I_DD1, _I_DD24 = INDEX["drawdowns_1h"], INDEX["drawdowns_24h"]
 _I_LR24, _I_LATE = INDEX["limit_requests_24h"], INDEX["late_180d"]
 _I_DUE, _I_PAID = INDEX["due_90d"], INDEX["paid_90d"]
+
+
+# Each rule's reason code -> the policy keys that set its levels (entry, then exit), for people reading reasons.
+RULE_LEVELS: dict[str, tuple[str, ...]] = {
+    "DPD_1_30": ("dpd.watch",), "DPD_31_60": ("dpd.limit",), "DPD_61_90": ("dpd.freeze",), "DPD_90_PLUS": ("dpd.close",),
+    "SCORE_CLOSE": ("score.close", "score.close_min_dpd"), "SCORE_FREEZE": ("score.freeze", "score.freeze_exit"),
+    "SCORE_LIMIT": ("score.limit", "score.limit_exit"), "SCORE_WATCH": ("score.watch", "score.watch_exit"),
+    "BUST_OUT": ("velocity.bust_out_drawdowns_24h", "velocity.bust_out_utilisation"),
+    "DRAWDOWN_VELOCITY_1H": ("velocity.drawdowns_1h_watch",), "DRAWDOWN_VELOCITY_24H": ("velocity.drawdowns_24h_watch",),
+    "LIMIT_REQUEST_VELOCITY": ("velocity.limit_requests_24h_watch",),
+    "HIGH_UTILISATION": ("utilisation.watch", "utilisation.watch_exit"),
+    "REPEATED_LATE": ("behaviour.late_180d_watch",),
+    "LOW_PAYMENT_RATIO": ("behaviour.payment_to_due_watch", "behaviour.payment_to_due_exit"),
+    "CLEAR_GOOD_BEHAVIOUR": ("recovery.clear_cooldown_days", "recovery.clear_good_payments"),
+    "REOPEN_GOOD_BEHAVIOUR": ("recovery.reopen_cooldown_days", "recovery.reopen_good_payments"),
+}
 
 
 def fired_rules(p: Policy, s: AccountState, score: float, model_ready: bool, leaving: bool) -> list[Reason]:

@@ -1,8 +1,8 @@
 """All shards of the monitor in one process: what replay runs, event by event.
 
 Accounts go to shards as Kafka's default partitioner sends their records to
-partitions; policy updates go to every shard (the stream broadcasts them to
-every partition, for the same reason).
+partitions; control events go to every shard (in the stream, every worker reads
+the one-partition control topic whole and hands it to every partition it holds).
 """
 from __future__ import annotations
 

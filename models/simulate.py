@@ -33,7 +33,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .codec import format_ts, parse_ts
 from .units import DAY_MS, HOUR_MS
@@ -85,9 +85,10 @@ def _money(minor: int) -> float:
 
 
 def simulate(accounts: int, days: int, seed: int, start: str = "2025-01-01T00:00:00Z",
-             prefix: str = "A") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+             prefix: str = "A", on_day: Callable[[int], None] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Return (events sorted by event time, truth per account). Account ids are ``prefix`` and a
-    7-digit number: give two logs meant for one broker different prefixes."""
+    7-digit number: give two logs meant for one broker different prefixes. ``on_day(n)`` is told
+    each simulated day done (a progress line)."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,39}", prefix):
         raise ValueError(f"an account id prefix is 1-40 ASCII letters, digits or ._:- (got {prefix[:40]!r})")
     t0 = parse_ts(start)
@@ -118,6 +119,8 @@ def simulate(accounts: int, days: int, seed: int, start: str = "2025-01-01T00:00
         day_ts = t0 + day * DAY_MS
         for i, a in enumerate(accs):
             _day(events, i, a, day, day_ts)
+        if on_day is not None:
+            on_day(day + 1)
     events.sort(key=lambda e: (e[0], e[1], e[2]))
     truth = [
         {"account_id": a.aid, "persona": a.persona, "defaults": a.persona in DEFAULTING,

@@ -1,4 +1,4 @@
-"""The Faust app: topics, the state table, one agent over the four input topics.
+"""The Faust app: topics, the state table, one agent over the account topics, the control feed.
 
 The agent stays thin: records go to :class:`streams.processor.StreamProcessor`,
 which calls back here to read and write the table, send decisions and dead
@@ -21,7 +21,8 @@ from riskmon.models.features import load_spec
 from riskmon.models.policy import load_policy
 
 from . import faust_internals
-from .checkpoint import Round
+from .checkpoint import NO_ACK, Round
+from .control import ControlFeed
 from .metrics import Metrics
 from .processor import Options, StreamProcessor
 from .settings import Settings
@@ -40,6 +41,8 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 # Faust's own table writes queue in its producer buffer; at its default of 100 messages
 # every round stalled on it (and logged "producer buffer full").
 PRODUCER_BUFFER_MESSAGES = 20_000
+# How often events held for event-time order are looked at when no record arrives to wake them.
+HOLD_WAKE_S = 0.2
 
 
 class FaustPorts:
@@ -138,8 +141,9 @@ def _credentials(settings: Settings) -> Any:
 class Worker:
     """One worker's Faust app, its processor, and the handlers that connect them.
 
-    The agent applies each batch of records; a timer releases events that wait
-    for event-time order when nothing else would wake them; the rebalance
+    The agent applies each batch of records; a task releases events that wait
+    for event-time order when nothing else would wake them; another reads the
+    control topic and hands it to every partition held here; the rebalance
     handlers drop partitions this worker no longer owns. All of them take one
     lock, so a round never interleaves with another or with a rebalance.
     """
@@ -175,10 +179,12 @@ class Worker:
         )
         faust_internals.set_producer_buffer(app, PRODUCER_BUFFER_MESSAGES)
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        # Each source a partition merges (see streams.hold.SOURCES) -> its topic.
+        # Each source a partition merges (see streams.hold.SOURCES) -> its topic. The group splits the
+        # account topics by partition; the control topic is read whole by every worker (streams.control).
         self.topics = {**settings.input_topics, "repartition": settings.topic_repartition}
         self.category_of = {t: c for c, t in self.topics.items()}
-        inputs = app.topic(*self.topics.values(), partitions=settings.partitions, **raw)
+        inputs = app.topic(*(t for c, t in self.topics.items() if c != "control"), partitions=settings.partitions, **raw)
+        self.control = ControlFeed(settings, bootstrap)
         repartition = app.topic(settings.topic_repartition, partitions=settings.partitions, **raw)
         decisions = app.topic(settings.topic_decisions, partitions=settings.partitions, **raw)
         deadletter = app.topic(settings.topic_deadletter, partitions=settings.partitions, **raw)
@@ -201,7 +207,8 @@ class Worker:
         self.owned: set[int] = set()  # input partitions this worker holds now
         metrics.watch(self.proc, self.lag, lambda: len(self.owned))
         app.agent(inputs, name="riskmon.monitor")(self.monitor)
-        app.timer(0.2, name="riskmon.release_held")(self.release_held)
+        app.task(self.release_held_every)
+        app.task(self.follow_control)
         app.on_partitions_revoked.connect(self.on_revoked)
         app.on_partitions_assigned.connect(self.on_assigned)
 
@@ -210,6 +217,11 @@ class Worker:
         out = []
         for p in sorted(self.owned):
             for category, topic in self.topics.items():
+                if category == "control":
+                    hw = self.control.highwater()
+                    if hw is not None:
+                        out.append((topic, p, max(hw - self._control_next(p), 0)))
+                    continue
                 tp = TP(topic, p)
                 hw = self.app.consumer.highwater(tp)
                 if hw is None or hw < 0:
@@ -224,6 +236,9 @@ class Worker:
         """Whether a topic of ``partition`` has delivered everything the broker holds now."""
 
         def check(category: str) -> bool:
+            if category == "control":
+                hw = self.control.highwater()
+                return hw is not None and self._control_next(partition) >= hw
             tp = TP(self.topics[category], partition)
             hw = self.app.consumer.highwater(tp)
             if hw is None or hw < 0:
@@ -260,16 +275,55 @@ class Worker:
                     self.proc.ingest(self.category_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value, ev,
                                      m.headers)
                     touched.add(m.partition)
+                self.dispatch_control()
                 for p in touched:
                     for rnd in self.proc.release(p, self.caught_up(p)):
                         await self.write(rnd)
 
+    async def release_held_every(self) -> None:
+        """Wake :meth:`release_held` every HOLD_WAKE_S after the last wake-up ended (a Faust task takes no
+        arguments of its own).
+
+        Not a Faust timer: one that waits for the lock while a big round is made durable runs past its
+        interval, and Faust's timer then logs "Timer ... is overlapping" on every such tick."""
+        while True:
+            await asyncio.sleep(HOLD_WAKE_S)
+            await self.release_held()
+
     async def release_held(self) -> None:
         """Held events wait for a topic to catch up; nothing else may wake them."""
         async with self.lock:
+            self.dispatch_control()
             for p in list(self.proc.shards):
                 for rnd in self.proc.release(p, self.caught_up(p)):
                     await self.write(rnd)
+
+    def _control_next(self, partition: int) -> int:
+        """The control offset ``partition`` needs next: after what it was handed in this life, or what its snapshot applied."""
+        return max(self.proc.next_offset(partition, "control"), self.proc.applied_low(partition, "control") or 0)
+
+    def dispatch_control(self) -> None:
+        """Hand each partition held here the control records it has not had yet (the caller holds the lock)."""
+        if not self.control.records:
+            return
+        topic = self.control.topic
+        for p in list(self.proc.shards):
+            for offset, key, value in self.control.since(self._control_next(p)):
+                self.proc.ingest("control", topic, p, offset, key, value, NO_ACK)
+
+    async def follow_control(self) -> None:
+        """Read the control topic as it grows, and apply what came in every partition held here."""
+        await self.control.start()
+        try:
+            while True:
+                if await self.control.poll():
+                    async with self.lock:
+                        self.dispatch_control()
+                        for p in list(self.proc.shards):
+                            for rnd in self.proc.release(p, self.caught_up(p)):
+                                await self.write(rnd)
+        finally:
+            await self.control.stop()
 
     def drop(self, partitions: set[int]) -> None:
         """Partitions this worker no longer owns: their shards go, and late confirmations of their writes

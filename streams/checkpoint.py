@@ -33,7 +33,7 @@ from riskmon.models.monitor import Monitor
 from riskmon.models.state import AccountState
 
 __all__ = [
-    "Checkpoint", "DeadLetter", "Forward", "MAX_ROUND_EVENTS", "OffsetSet", "QUALITY_KEY_PREFIX", "Round", "SHARD_KEY_PREFIX",
+    "Checkpoint", "DeadLetter", "Forward", "MAX_ROUND_EVENTS", "NO_ACK", "NoAck", "OffsetSet", "QUALITY_KEY_PREFIX", "Round", "SHARD_KEY_PREFIX",
 ]
 
 log = logging.getLogger("riskmon.checkpoint")
@@ -53,6 +53,27 @@ NO_TIME = -(2**62)
 DeadLetter = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 # (the partition that owns its account, key, original bytes, headers) of a record sent on to the repartition topic.
 Forward = tuple[int, bytes | None, bytes, list[tuple[str, bytes]]]
+
+
+class NoAck:
+    """The handle of a broadcast record: no consumer group tracks it, so there is nothing to ack.
+
+    Where a partition stands in the control topic (streams.control) lives in its snapshot instead.
+
+    >>> NO_ACK.ack() is None
+    True
+    """
+
+    __slots__ = ()
+
+    def ack(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "NO_ACK"
+
+
+NO_ACK = NoAck()
 
 
 class OffsetSet:
@@ -174,10 +195,10 @@ class Checkpoint:
 
     def settle(self, category: str, offset: int, handle: Any, dead: DeadLetter | None,
                forward: Forward | None = None) -> None:
-        """A record done with at ingest (dead-lettered, sent on to the partition that owns its account, or
-        applied in an earlier life): acked with the next round, once what it sends is delivered."""
-        if dead is not None or forward is not None:
-            self.applied[category].add(offset)
+        """A record done with at ingest (dead-lettered, refused here but dead-lettered by another partition,
+        sent on to the partition that owns its account, or applied in an earlier life): acked with the next
+        round, once what it sends is delivered."""
+        self.applied[category].add(offset)  # (a record applied in an earlier life is in already: no change)
         self.settled.append((handle, dead, forward))
 
     def applied_low(self, category: str) -> int | None:
@@ -194,8 +215,14 @@ class Checkpoint:
         return bool(self.settled)
 
     def begin(self, anchor: Any | None) -> Round:
-        """A new round; it carries the dead letters settled since the last one, and will ack their records."""
-        anchor = anchor if anchor is not None else self.settled[-1][0]
+        """A new round; it carries the dead letters settled since the last one, and will ack their records.
+
+        ``anchor``: a handle of the partition's own records (a broadcast control record's is none:
+        the host writes the table in the context of a record of this partition); without one, the
+        latest settled or seen before.
+        """
+        if anchor is None or anchor is NO_ACK:
+            anchor = next((h for h, _, _ in reversed(self.settled) if h is not NO_ACK), self.last_handle)
         self.last_handle = anchor
         rnd = Round(self.partition, anchor)
         for handle, dead, forward in self.settled:

@@ -119,8 +119,11 @@ class _TextOut(io.RawIOBase):
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from riskmon.models.simulate import simulate
+    from riskmon.streams.progress import Progress
 
-    events, truth = simulate(args.accounts, args.days, args.seed, args.start, args.prefix)
+    bar = Progress("simulate", args.days, "days")
+    events, truth = simulate(args.accounts, args.days, args.seed, args.start, args.prefix, on_day=bar.update)
+    bar.finish()
     truth_path = args.truth or (f"{Path(args.out).with_suffix('')}.truth.jsonl" if args.out else None)
     out = open(args.out, "wb") if args.out else sys.stdout.buffer
     try:
@@ -198,7 +201,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if collector is not None:
         from riskmon.streams.tools.report import render_html
 
-        Path(args.report).write_text(render_html(collector, summary, Path(args.events).name), encoding="utf-8")
+        Path(args.report).write_text(render_html(collector, summary, Path(args.events).name, policy), encoding="utf-8")
         print(f"replay: report in {args.report}", file=sys.stderr)
     if summary.evaluation is not None:
         for line in summary.evaluation.lines():
@@ -258,13 +261,15 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _cmd_breaker(args: argparse.Namespace) -> int:
-    """Send a breaker_command to every partition of the control topic."""
+    """Send a breaker_command to the control topic (every worker applies it in every partition it holds)."""
     import asyncio
     import tempfile
     import time
 
     from riskmon.models.codec import decode, dumps, format_ts
     from riskmon.streams.produce import produce
+    from riskmon.streams.render import decision_line
+    from riskmon.streams.tail import settled_by
 
     settings = _settings()
     bootstrap = _bootstrap(settings)
@@ -272,12 +277,22 @@ def _cmd_breaker(args: argparse.Namespace) -> int:
     event = {"type": "breaker_command", "event_id": args.event_id or f"breaker-{args.command}-{args.action}-{now}",
              "ts": args.at or format_ts(now), "command": args.command, "action": args.action, "note": args.note}
     decode(dumps(event))  # a bad --at or --note is refused here, with its reason
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "command.jsonl"
-        path.write_bytes(dumps(event) + b"\n")
-        asyncio.run(produce(path, settings, bootstrap))
-    print(f"breaker: {args.command} {args.action} sent to {settings.partitions} partitions of "
-          f"{settings.input_topics['control']} as {event['event_id']} at {event['ts']}", file=sys.stderr)
+
+    async def send() -> list[dict[str, Any]]:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "command.jsonl"
+            path.write_bytes(dumps(event) + b"\n")
+            return await settled_by(settings, bootstrap, event["event_id"], args.wait,
+                                    produce(path, settings, bootstrap))
+
+    settled = asyncio.run(send())
+    print(f"breaker: {args.command} {args.action} sent to {settings.input_topics['control']}, which every "
+          f"worker reads, as {event['event_id']} at {event['ts']}", file=sys.stderr)
+    for d in settled:
+        print(decision_line(d))
+    print(f"breaker: {len(settled)} held move{'' if len(settled) == 1 else 's'} "
+          f"{'released' if args.command == 'release' else 'dropped'} within {args.wait:g} s"
+          + ("" if settled else " (nothing was held, or no worker is running)"), file=sys.stderr)
     return 0
 
 
@@ -285,6 +300,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     import asyncio
 
     from riskmon.streams.produce import produce
+    from riskmon.streams.progress import Progress
     from riskmon.streams.topics import create_topics
 
     settings = _settings()
@@ -292,8 +308,10 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     if not args.include_bad:
         _check_log(args.events)
     asyncio.run(create_topics(settings, bootstrap))
+    bar = Progress("produce", None, "events sent")
     summary = asyncio.run(produce(args.events, settings, bootstrap, report=_LimitedReport(sys.stderr, 20, None),
-                                  include_bad=args.include_bad, rate=args.rate))
+                                  include_bad=args.include_bad, rate=args.rate, on_sent=bar.update))
+    bar.finish()
     skipped = sum(summary.skipped.values())
     print(f"produced {summary.sent} events as {summary.records} records; {skipped} bad lines "
           f"{'sent raw' if args.include_bad else 'skipped'}", file=sys.stderr)
@@ -329,7 +347,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     _check_log(args.source)
     truth = load_truth(args.truth) if args.truth else None
     policy, spec = _judging(args)
-    r = evaluate_log(args.source, truth, partitions=_partitions(args), policy=policy, spec=spec, folds=args.folds)
+    r = evaluate_log(args.source, truth, partitions=_partitions(args), policy=policy, spec=spec, folds=args.folds,
+                     progress=sys.stderr.isatty())
     print(format_log_evaluation(r, Path(args.source).name))
     if args.json:
         Path(args.json).write_text(json.dumps(r.as_dict(), indent=2) + "\n")
@@ -401,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--note", default="", help="who and why (kept in the decisions' reasons; at most 128 characters)")
     k.add_argument("--at", help="event time the command takes effect (RFC 3339; default: now)")
     k.add_argument("--event-id", help="default: breaker-COMMAND-ACTION-<ms>; resending one id applies it once")
+    k.add_argument("--wait", type=float, default=10.0,
+                   help="seconds to wait for the decisions the command settles, printed as they come (default 10)")
     k.set_defaults(func=_cmd_breaker)
 
     o = sub.add_parser("produce", help="publish a JSONL event log to the input topics")

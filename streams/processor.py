@@ -35,7 +35,7 @@ from riskmon.models.policy import Policy
 from riskmon.models.state import AccountState
 from riskmon.models.step import StepResult
 
-from .checkpoint import MAX_ROUND_EVENTS, QUALITY_KEY_PREFIX, SHARD_KEY_PREFIX, Checkpoint, DeadLetter, Round
+from .checkpoint import MAX_ROUND_EVENTS, NO_ACK, QUALITY_KEY_PREFIX, SHARD_KEY_PREFIX, Checkpoint, DeadLetter, Round
 from .hold import EventTimeHold, Held
 
 __all__ = ["HotMetrics", "Options", "Ports", "StreamProcessor", "score_band"]
@@ -219,6 +219,8 @@ class StreamProcessor:
         self.counts["received"] += 1
         sh = self.shard(partition)
         ckpt = sh.checkpoint
+        if ckpt.last_handle is None and handle is not NO_ACK:
+            ckpt.last_handle = handle  # a round of broadcast control records alone writes in its context
         applied, gap = ckpt.seen(category, offset)
         if gap:
             self.counts["offset_gap"] += gap
@@ -311,7 +313,7 @@ class StreamProcessor:
     # -- internals --------------------------------------------------------
     def _round(self, sh: _Shard, ready: list[Held], now: float) -> Round:
         ckpt = sh.checkpoint
-        rnd = ckpt.begin(ready[-1].handle if ready else None)
+        rnd = ckpt.begin(next((h.handle for h in reversed(ready) if h.handle is not NO_ACK), None))
         writes: dict[str, AccountState] = {}
         lookup = _Lookup(self.ports, sh, writes)
         for h in ready:
@@ -320,12 +322,12 @@ class StreamProcessor:
             rnd.received.append(h.received)
             try:
                 results = sh.monitor.process(ev, lookup)
-            except Rejected as r:
-                rnd.dead.append(self._held_deadletter(sh, h, r.reason.value, r.detail))
-                continue
-            except Exception as exc:  # a poison record must not stop the partition
-                rnd.dead.append(self._held_deadletter(sh, h, RejectReason.INTERNAL_ERROR.value,
-                                                      f"{type(exc).__name__}: {str(exc)[:200]}"))
+            except Exception as exc:  # a refused record, or a poison one: it must not stop the partition
+                reason, detail = ((exc.reason.value, exc.detail) if isinstance(exc, Rejected) else
+                                  (RejectReason.INTERNAL_ERROR.value, f"{type(exc).__name__}: {str(exc)[:200]}"))
+                dead = self._held_deadletter(sh, h, reason, detail)
+                if dead is not None:
+                    rnd.dead.append(dead)
                 continue
             if results and all(r.duplicate for r in results):
                 self.counts["duplicate"] += 1
@@ -365,7 +367,7 @@ class StreamProcessor:
             if self.on_decision is not None:
                 self.on_decision(body)
 
-    def _held_deadletter(self, sh: _Shard, h: Held, reason: str, detail: str) -> DeadLetter:
+    def _held_deadletter(self, sh: _Shard, h: Held, reason: str, detail: str) -> DeadLetter | None:
         """A held event the core refused, named by where its producer put it (counted in its own category)."""
         ev = h.event
         topic, partition, offset = h.origin or (h.topic, sh.partition, h.offset)
@@ -373,7 +375,14 @@ class StreamProcessor:
         return self._deadletter(category, ev.type, topic, partition, offset, ev.account_id.encode(), h.raw, reason, detail)
 
     def _deadletter(self, category: str, etype: str, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes,
-                    reason: str, detail: str) -> DeadLetter:
+                    reason: str, detail: str) -> DeadLetter | None:
+        """The dead letter of a refused record, counted; None for a control record refused in a partition but 0.
+
+        Every partition applies every control record (streams.control), so every partition refuses a bad
+        one: partition 0 dead-letters it and counts it for all of them (its one partition is 0 too).
+        """
+        if category == "control" and partition != 0:
+            return None
         self.rejected[(category, reason)] += 1
         self.events[(etype, "rejected")] += 1
         headers = [("riskmon-reason", reason.encode()), ("riskmon-detail", detail.encode()[:512]),

@@ -5,7 +5,7 @@ import asyncio
 from dataclasses import dataclass, field
 from collections import Counter
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 from aiokafka import AIOKafkaProducer
 
@@ -28,12 +28,14 @@ class ProduceSummary:
 
 
 async def produce(path: str | Path, settings: Settings, bootstrap: str, report: IO[str] | None = None,
-                  include_bad: bool = False, rate: float | None = None) -> ProduceSummary:
-    """Send every good line to its category's topic; policy updates go to every partition.
+                  include_bad: bool = False, rate: float | None = None,
+                  on_sent: Callable[[int], None] | None = None) -> ProduceSummary:
+    """Send every good line to its category's topic, once (control events too: every worker reads them).
 
     Lines the codec refuses are reported and skipped, or with ``include_bad``
     sent as they are to the transactions topic, for the worker to dead-letter.
-    ``rate`` paces sending (events per second) to imitate a live feed.
+    ``rate`` paces sending (events per second) to imitate a live feed. ``on_sent(n)`` hears
+    how many were sent so far, every 5,000 and at the end (a progress line).
     """
     summary = ProduceSummary()
     good: list[tuple[tuple[int, int, int], str, str, bytes]] = []
@@ -63,19 +65,17 @@ async def produce(path: str | Path, settings: Settings, bootstrap: str, report: 
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i, (_, category, account, raw) in enumerate(good):
-            if category == "control":
-                targets = range(settings.partitions)
-            else:
-                # The partition Kafka's default partitioner would pick, named explicitly
-                # so the worker's shards are exactly replay's.
-                targets = (partition_for(account, settings.partitions),)
-            for p in targets:
-                pending.append(await producer.send(topics[category], raw, key=account.encode(), partition=p))
-                summary.records += 1
+            # The partition Kafka's default partitioner would pick, named explicitly so the worker's shards
+            # are exactly replay's; the control topic has one partition, which every worker reads.
+            p = 0 if category == "control" else partition_for(account, settings.partitions)
+            pending.append(await producer.send(topics[category], raw, key=account.encode(), partition=p))
+            summary.records += 1
             summary.sent += 1
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 pending.clear()
+                if on_sent is not None:
+                    on_sent(summary.sent)
             if rate:
                 ahead = (i + 1) / rate - (loop.time() - start)
                 if ahead > 0.01:
@@ -84,6 +84,8 @@ async def produce(path: str | Path, settings: Settings, bootstrap: str, report: 
             pending.append(await producer.send(topics["transactions"], raw))
             summary.records += 1
         await asyncio.gather(*pending)
+        if on_sent is not None:
+            on_sent(summary.sent)
     finally:
         await producer.stop()
     return summary

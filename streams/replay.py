@@ -1,8 +1,6 @@
 """Replay an event log through the core, in event-time order, deterministically."""
 from __future__ import annotations
 
-import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from riskmon.models.quality import roc_auc
 from riskmon.models.step import StepResult
 from riskmon.models.vocabulary import SEVERITY
 
+from .progress import Progress
 from .render import counted
 
 __all__ = ["Observer", "ReplaySummary", "load_truth", "read_log", "replay"]
@@ -110,8 +109,7 @@ def replay(
     log.sort(key=lambda e: e[0])
     engine = Engine(partitions, policy, checkpoint_every=checkpoint_every, bad_dpd=bad_dpd, spec=spec)
     tracker = EarlyWarningTracker(bad_dpd, outcome_times(truth or []))
-    total = len(log)
-    last_draw = 0.0
+    bar = Progress("replay", len(log), "events", enabled=progress)
     for i, ((_, _, n), ev) in enumerate(log):
         try:
             results = engine.process(ev)
@@ -137,14 +135,9 @@ def replay(
             for d in result.decisions:
                 summary.decisions[d.action] += 1
                 out.write(dumps(d.to_dict()) + b"\n")
-        if progress and i % 2048 == 0:
-            now = time.monotonic()
-            if now - last_draw > 0.2:
-                last_draw = now
-                sys.stderr.write(f"\r{_bar(i, total)} {i}/{total} events")
-                sys.stderr.flush()
-    if progress:
-        sys.stderr.write(f"\r{_bar(total, total)} {total}/{total} events\n")
+        if i % 2048 == 0:
+            bar.update(i)
+    bar.finish()
     aucs = [m.quality.auc() for m in engine.monitors]
     known = [a for a in aucs if a is not None]
     summary.rolling_auc = sum(known) / len(known) if known else None
@@ -152,11 +145,6 @@ def replay(
     if truth is not None:
         summary.evaluation = tracker.evaluate(truth)
     return summary
-
-
-def _bar(done: int, total: int, width: int = 30) -> str:
-    filled = width * done // max(total, 1)
-    return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
 def load_truth(path: str | Path) -> list[dict[str, Any]]:

@@ -1,7 +1,10 @@
 """`riskmon tail`: prints decisions, once each, through the consumer API (:mod:`riskmon.streams.consumer`)."""
 from __future__ import annotations
 
-from typing import IO, Any, Callable
+import asyncio
+from typing import IO, Any, Awaitable, Callable
+
+import orjson
 
 from riskmon.models.codec import dumps
 
@@ -9,7 +12,7 @@ from .consumer import DecisionStream
 from .render import decision_line
 from .settings import Settings
 
-__all__ = ["tail"]
+__all__ = ["follow_deadletters", "settled_by", "tail"]
 
 
 async def tail(settings: Settings, bootstrap: str, out: IO[str], as_json: bool = False, from_beginning: bool = True,
@@ -62,3 +65,42 @@ async def follow_deadletters(settings: Settings, bootstrap: str, err: IO[str]) -
             err.flush()
     finally:
         await consumer.stop()
+
+
+async def settled_by(settings: Settings, bootstrap: str, cause_event_id: str, wait_s: float,
+                     send: Awaitable[Any]) -> list[dict[str, Any]]:
+    """Await ``send`` (publishing a control event), then the decisions it caused, for up to ``wait_s``.
+
+    The decisions topic is read from where it ended before the send, so only what follows counts;
+    a decision delivered twice (a worker redoing a round) is listed once.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from .topics import client_config, start_client
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_config(settings))
+    await start_client(consumer, settings, bootstrap)
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        await consumer.topics()  # fetches the cluster's metadata
+        parts = consumer.partitions_for_topic(settings.topic_decisions) or set()
+        tps = [TopicPartition(settings.topic_decisions, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        for tp, end in (await consumer.end_offsets(tps)).items():
+            consumer.seek(tp, end)
+        await send
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=min(500, max(1, int((deadline - loop.time()) * 1000))))
+            for records in batch.values():
+                for r in records:
+                    try:
+                        d = orjson.loads(r.value)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(d, dict) and d.get("cause_event_id") == cause_event_id:
+                        found.setdefault(str(d.get("decision_id")), d)
+    finally:
+        await consumer.stop()
+    return sorted(found.values(), key=lambda d: (str(d.get("account_id")), str(d.get("action"))))

@@ -9,6 +9,8 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .settings import Settings
 
+CONTROL_PARTITIONS = 1  # the control topic's: every worker reads it whole, in its one order (streams.control)
+
 __all__ = ["create_topics", "client_config", "start_client"]
 
 
@@ -55,18 +57,27 @@ async def create_topics(settings: Settings, bootstrap: str, timeout_s: float = 2
     created: list[str] = []
     try:
         existing = set(await admin.list_topics())
-        # Co-partitioned: every input, output and the tables' changelogs share the partition count.
-        want = [t for t in settings.all_topics if t not in existing]
-        for name in want:
+        # Co-partitioned: every input, output and the tables' changelogs share the partition count;
+        # the control topic, which every worker reads whole, has one (streams.control).
+        control = settings.input_topics["control"]
+        want = {t: CONTROL_PARTITIONS if t == control else settings.partitions for t in settings.all_topics}
+        for name, partitions in want.items():
+            if name in existing:
+                continue
             try:
-                await admin.create_topics([NewTopic(name, settings.partitions, settings.replication_factor)])
+                await admin.create_topics([NewTopic(name, partitions, settings.replication_factor)])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass
         described = await admin.describe_topics(settings.all_topics)
         for d in described:
             n = len(d.get("partitions", []))
-            if n and n != settings.partitions:
+            if n and d["topic"] == control and n != CONTROL_PARTITIONS:
+                raise ValueError(
+                    f"topic {control} has {n} partitions: the control topic must have {CONTROL_PARTITIONS}, so that "
+                    "one record reaches every worker in one order (delete it, or set another RISKMON_TOPIC_PREFIX)"
+                )
+            if n and d["topic"] != control and n != settings.partitions:
                 raise ValueError(
                     f"topic {d['topic']} has {n} partitions, the monitor is set to {settings.partitions}: "
                     "co-partitioned topics must match (set RISKMON_PARTITIONS)"

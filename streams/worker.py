@@ -113,7 +113,9 @@ def run_all(settings: Settings, events: Path | None, accounts: int, days: int, s
         bootstrap, kind = broker.url, "tansu"
         settings = settings.model_copy(update={"broker_url": bootstrap, "broker_kind": kind})
         print(f"riskmon: embedded broker (Tansu) on {bootstrap}; to follow decisions from another shell:\n"
-              f"  RISKMON_BROKER_URL={bootstrap} {riskmon_command()} tail", file=sys.stderr)
+              f"  RISKMON_BROKER_URL={bootstrap} {riskmon_command()} tail\n"
+              f"  (other clients: aiokafka, or librdkafka 2.1+ such as confluent-kafka; Debian 12's kcat cannot "
+              f"talk to it: see the README)", file=sys.stderr)
     if "RISKMON_WEB_PORT" not in os.environ:  # a second `riskmon run` beside the first takes another port
         settings = settings.model_copy(update={"web_port": free_port()})
     worker = None

@@ -35,8 +35,8 @@ from ..worker import start_worker_process
 __all__ = ["run_bench"]
 
 
-def bench_core(lines: list[bytes], repeats: int) -> dict[str, Any]:
-    """Decode -> core -> encode on one core, as replay does, without file I/O."""
+def bench_core(lines: list[bytes], repeats: int, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Decode -> core -> encode on one core, as replay does, without file I/O (``say``: a line per run)."""
     rates = []
     engine = None
     for _ in range(repeats):
@@ -52,6 +52,8 @@ def bench_core(lines: list[bytes], repeats: int) -> dict[str, Any]:
                     dumps(d.to_dict())
                     n_dec += 1
         rates.append(len(lines) / (time.perf_counter() - t0))
+        if say is not None:
+            say(f"bench: core run {len(rates)}/{repeats}: {rates[-1]:,.0f} events/s")
     assert engine is not None
     accounts = len(engine.states)
     sizes = [len(dumps(s)) for s in engine.states.values()]
@@ -302,10 +304,10 @@ def run_bench(accounts: int, days: int, seed: int, repeats: int, transport_event
         say("bench: note: worker throughput is read from committed offsets, which Faust moves every ~3 s; "
             f"with {transport_events} events it comes out far too low (use 20,000 or more)")
     say(f"bench: simulating {accounts} accounts over {days} days")
-    events, _ = simulate(accounts, days, seed)
+    events, _ = simulate(accounts, days, seed, on_day=lambda d: say(f"bench: simulated day {d}/{days}"))
     lines = [dumps(e) for e in events]
     say(f"bench: core on {len(lines)} events x {repeats}")
-    core = bench_core(lines, repeats)
+    core = bench_core(lines, repeats, say)
     results: dict[str, Any] = {"core": core}
     settings = Settings()
 

@@ -122,11 +122,12 @@ class _Judge:
 
 def evaluate_log(path: str | Path, truth: list[dict[str, Any]] | None = None, partitions: int = 4,
                  policy: Policy | None = None, spec: FeatureSpec | None = None, bad_dpd: int = 30,
-                 folds: int = 5) -> LogEvaluation:
+                 folds: int = 5, progress: bool = False) -> LogEvaluation:
     """Replay ``path`` through the core and judge it (see the module's docstring)."""
     judge = _Judge(truth, bad_dpd)
     with open(os.devnull, "wb") as sink:
-        summary = replay(path, sink, partitions=partitions, policy=policy, bad_dpd=bad_dpd, collector=judge, spec=spec)
+        summary = replay(path, sink, partitions=partitions, policy=policy, bad_dpd=bad_dpd, collector=judge, spec=spec,
+                         progress=progress)
     tracker = judge.tracker
     if truth is not None:
         bad = {t["account_id"] for t in truth if t["defaults"]}

@@ -52,8 +52,9 @@ def test_bad_records_through_a_worker_are_dead_lettered_counted_and_harmless(bro
             p = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap, max_request_size=1_048_576)
             await p.start()
             try:
-                for _, raw, category, _ in CASES:
-                    await p.send_and_wait(cluster.settings.input_topics[category], raw, key=b"A0000001", partition=home)
+                for _, raw, category, _ in CASES:  # the control topic has one partition, read by every worker
+                    await p.send_and_wait(cluster.settings.input_topics[category], raw, key=b"A0000001",
+                                          partition=0 if category == "control" else home)
             finally:
                 await p.stop()
 

@@ -42,12 +42,15 @@ def test_a_bad_push_is_held_by_the_worker_and_released_from_the_command_line(bro
         env = dict(os.environ) | cluster.settings.to_env()
         out = subprocess.run([sys.executable, "-m", "riskmon.streams.cli", "breaker", "release", "--action", "closure",
                               "--at", command["ts"], "--event-id", command["event_id"], "--note", command["note"]],
-                             env=env, capture_output=True, text=True, timeout=60)
+                             env=env, capture_output=True, text=True, timeout=90)
         assert out.returncode == 0, out.stderr
-        assert "sent to 4 partitions" in out.stderr
+        assert "which every worker reads" in out.stderr
         after = replay_decisions(write_log(tmp_path / "ev2.jsonl", [*events, PUSH, command]))
         released = [orjson.loads(d) for d in after if orjson.loads(d)["reasons"][0]["code"] == "BREAKER_RELEASED"]
         assert released and all(d["action"] == "closure" for d in released)
+        # The command says what it settled: a line per released closure, and the count.
+        assert f"breaker: {len(released)} held move{'' if len(released) == 1 else 's'} released" in out.stderr
+        assert sorted(line.split()[1] for line in out.stdout.splitlines()) == sorted(d["account_id"] for d in released)
         got, _ = cluster.decisions(len(after))
         assert sorted(got) == sorted(after), diff(got, after)
     finally:

@@ -19,7 +19,7 @@ from riskmon.models.events import CATEGORY
 from riskmon.models.partitioning import partition_for
 from riskmon.models.simulate import simulate
 
-from .conftest import Cluster
+from .conftest import Cluster, diff, replay_decisions
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +80,70 @@ def test_records_a_crc32_producer_misroutes_apply_in_the_partition_that_owns_the
         time.sleep(0.5)
     assert rerouted == misrouted
     assert cluster.read(s.topic_deadletter, lambda rs: False, 3) == []
+
+
+def test_one_control_record_from_another_producer_governs_every_partition_on_two_workers(
+        broker: Any, tmp_path: pathlib.Path) -> None:
+    """An upstream tool publishes a policy update and a breaker command once, with no partition named:
+    both workers apply them in every partition they hold, in event-time order, exactly as replay does."""
+    cluster = Cluster(broker, tmp_path)
+    try:
+        events, _ = simulate(240, 60, 23)
+        at = events[len(events) // 2]["ts"]
+        control = [
+            {"type": "policy_update", "event_id": "ops-tight-1", "ts": at, "policy_version": "ops-tight-1",
+             "thresholds": {"score.watch": 0.15, "score.watch_exit": 0.08, "dpd.limit": 15}},
+            {"type": "breaker_command", "event_id": "ops-rearm-1", "ts": at, "command": "drop", "action": "closure",
+             "note": "ops: re-arm"},
+        ]
+        log = tmp_path / "ev.jsonl"
+        log.write_bytes(b"".join(dumps(e) + b"\n" for e in [*events, *control]))
+        expected = replay_decisions(log)
+        s = cluster.settings
+
+        async def publish() -> None:
+            p = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap)
+            await p.start()
+            try:
+                for e in events:
+                    await p.send(s.input_topics[CATEGORY[e["type"]]], dumps(e), key=e["account_id"].encode(),
+                                 partition=partition_for(e["account_id"], s.partitions))
+                for e in control:  # one record each, wherever the client puts it
+                    await p.send(s.input_topics["control"], dumps(e))
+                await p.flush()
+            finally:
+                await p.stop()
+
+        asyncio.run(publish())
+        cluster.start_worker(slot=0)
+        cluster.start_worker(slot=1)
+        got, _ = cluster.decisions(len(expected))
+        assert sorted(got) == sorted(expected), diff(got, expected)
+        versions = {orjson.loads(d)["policy_version"] for d in got if orjson.loads(d)["event_ts"] >= at}
+        assert versions == {"ops-tight-1"}
+        # Every partition took the update: decisions after it, carrying it, come from all four.
+        models = {orjson.loads(d)["model_version"].split(".")[0] for d in got if orjson.loads(d)["event_ts"] >= at}
+        assert models == {f"p{i}" for i in range(s.partitions)}
+    finally:
+        cluster.stop()
+
+
+def test_a_control_topic_of_several_partitions_is_refused_in_one_line(broker: Any, tmp_path: pathlib.Path) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from riskmon.streams.settings import Settings
+    from riskmon.streams.topics import create_topics
+
+    settings = Settings(broker_url=broker.url, partitions=4, topic_prefix=f"multi-control-{time.monotonic_ns()}")
+
+    async def go() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.url)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(settings.input_topics["control"], 4, 1)])
+        finally:
+            await admin.close()
+        await create_topics(settings, broker.url)
+
+    with pytest.raises(ValueError, match=r"control topic must have 1"):
+        asyncio.run(go())

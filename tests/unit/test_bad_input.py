@@ -23,7 +23,9 @@ def test_every_bad_record_is_dead_lettered_with_its_reason_and_bytes_and_the_res
     home = partition_for("A0000001", 4)
     extra: dict[tuple[str, int], list[bytes]] = {}
     for _, raw, category, _ in CASES:
-        extra.setdefault((category, home), []).append(raw)
+        # Every partition reads the one control partition; partition 0 dead-letters what they all refuse.
+        for p in (range(4) if category == "control" else (home,)):
+            extra.setdefault((category, p), []).append(raw)
     ports, proc = run_stream(events, seed=4, extra=extra, max_future_s=86_400)
     assert sorted(ports.decisions) == sorted(out.getvalue().splitlines()), "the good records are all processed"
     got = {raw: headers["riskmon-reason"].decode() for raw, headers in ports.dead}

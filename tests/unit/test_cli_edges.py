@@ -170,3 +170,31 @@ def test_readable_lines_keep_their_columns_with_or_without_milliseconds() -> Non
     a = decision_line({**base, "event_ts": "2025-01-06T11:52:07Z"})
     b = decision_line({**base, "event_ts": "2025-01-06T11:52:07.123Z"})
     assert a.index("A1") == b.index("A1") and a.index("DPD_1_30") == b.index("DPD_1_30")
+
+
+def test_long_commands_show_progress_on_a_terminal_and_are_quiet_when_piped(tmp_path: pathlib.Path) -> None:
+    """simulate, replay, evaluate and produce draw one progress line on a terminal (a pty here), none into a pipe."""
+    import os
+    import pty
+
+    out = tmp_path / "ev.jsonl"
+    argv = [sys.executable, "-m", "riskmon.streams.cli", "simulate", "--accounts", "40", "--days", "20", "--out", str(out)]
+    piped = subprocess.run(argv, capture_output=True, timeout=120)
+    assert piped.returncode == 0 and b"\r" not in piped.stderr and b"simulate [" not in piped.stderr
+    for cmd in (argv, [sys.executable, "-m", "riskmon.streams.cli", "replay", str(out), "--out", str(tmp_path / "d.jsonl")]):
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(120) == 0
+        os.close(leader)
+        name = cmd[3].encode()
+        assert b"\r" + name + b" [" in seen and b"#" * 30 in seen, seen[-300:]

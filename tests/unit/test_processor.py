@@ -57,7 +57,7 @@ class MemoryPorts:
 
 
 def _topics(events: list[dict]) -> dict[tuple[str, int], list[bytes]]:
-    """Route a log as `riskmon produce` does: by category, keyed partition; control to every partition."""
+    """Route a log as the stream sees it: by category and keyed partition; the one control partition to every partition."""
     out: dict[tuple[str, int], list[bytes]] = {}
     for e in events:
         cat = CATEGORY[e["type"]]

@@ -1,6 +1,7 @@
 """The replay report plots what replay did, is self-contained, and is deterministic."""
 from __future__ import annotations
 
+import html
 import io
 import pathlib
 import re
@@ -77,3 +78,45 @@ def test_cli_writes_the_report_beside_the_decisions(tmp_path: pathlib.Path) -> N
     log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
     assert main(["replay", str(log), "--out", str(tmp_path / "d.jsonl"), "--report", str(tmp_path / "r.html"), "--quiet"]) == 0
     assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")
+
+
+def test_report_explains_itself(tmp_path: pathlib.Path) -> None:
+    """Reason codes with their texts and policy levels, versions, the truth, the breaker, two timelines,
+    axis titles, the AUC chart's 0.5 line, a partial last week marked, and words instead of empty charts."""
+    events, truth = simulate(400, 120, seed=3)
+    log = tmp_path / "ev.jsonl"
+    log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
+    collector = ReportCollector()
+    summary = replay(log, io.BytesIO(), collector=collector, truth=truth)
+    page = render_html(collector, summary, "ev.jsonl")
+    for code, text in collector.reason_text.items():
+        assert f"<code>{code}</code></td><td>{html.escape(text)}" in page
+    assert "dpd.watch = 1" in page and "score.limit = 0.6, score.limit_exit = 0.4" in page
+    assert "<code>default-2025.1</code> (in force at the end)" in page and "<code>p0.v0</code>" in page
+    ev = summary.evaluation  # type: ignore[attr-defined]
+    assert f"{ev.warning_rate_defaulters:.1%} / {ev.warning_rate_good:.1%}" in page
+    assert "<h3>warned, then cured: " in page and "<h3>closed: " in page
+    assert "The mass-action breaker held nothing" in page
+    for title in ("week starting", "decisions", "accounts", "score (probability of default)", "month of outcome", "AUC"):
+        assert f">{title}</text>" in page
+    assert 'stroke-dasharray="5 4"' in page and "0.5: chance" in page
+    # 120 days from the first event: the 18th week has only a day or so.
+    assert "(partial)" in page and "The last week is partial" in page
+
+    # A log with nothing to grade or decide says so instead of drawing empty axes.
+    quiet = tmp_path / "quiet.jsonl"
+    quiet.write_bytes(b"".join(dumps(e) + b"\n" for e in events if e["type"] == "account_opened"))
+    c2 = ReportCollector()
+    s2 = replay(quiet, io.BytesIO(), collector=c2)
+    page2 = render_html(c2, s2, "quiet.jsonl")
+    assert "No decisions in this log." in page2 and "No month has 50 or more graded outcomes" in page2
+    assert "No truth file was given" in page2 and "No account was warned and cured, or closed." in page2
+    assert page2.count("<svg") == 2  # states and scores only
+
+
+def test_every_rule_level_the_report_names_is_a_policy_key() -> None:
+    from riskmon.models.early_warning import RULE_LEVELS
+    from riskmon.models.policy import default_policy
+
+    keys = default_policy().thresholds
+    assert all(k in keys for levels in RULE_LEVELS.values() for k in levels)
