@@ -312,8 +312,17 @@ class Worker:
                 self.proc.ingest("control", topic, p, offset, key, value, NO_ACK)
 
     async def follow_control(self) -> None:
-        """Read the control topic as it grows, and apply what came in every partition held here."""
-        await self.control.start()
+        """Read the control topic as it grows, and apply what came in every partition held here.
+
+        Until it is read, no partition applies anything (an unread control topic may hold a policy
+        update that governs the next event), so a broker that refuses it is retried, loudly."""
+        while True:
+            try:
+                await self.control.start()
+                break
+            except ConnectionError as exc:
+                log.error("control topic %s not readable, nothing is applied until it is: %s", self.control.topic, exc)
+                await asyncio.sleep(1.0)
         try:
             while True:
                 if await self.control.poll():

@@ -46,18 +46,21 @@ class ControlFeed:
         self.offsets: list[int] = []
         self.records: list[ControlRecord] = []
         self.consumer: Any = None  # made in start(): aiokafka clients belong to the running event loop
+        self.reading = False  # started and assigned the control partition, not stopped
 
     async def start(self) -> None:
         # Short fetch waits: Tansu holds a fetch open for most of its wait even when records come
         # (see streams.tansu_fetch_wait); against Kafka a fetch answers as soon as a record is there.
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
             fetch_max_wait_ms=self.fetch_wait_ms, **client_config(self.settings))
         await start_client(self.consumer, self.settings, self.bootstrap)
         self.consumer.assign([self.tp])
         await self.consumer.seek_to_beginning(self.tp)
+        self.reading = True
 
     async def stop(self) -> None:
+        self.reading = False
         if self.consumer is not None:
             await self.consumer.stop()
 
@@ -77,7 +80,7 @@ class ControlFeed:
 
     def highwater(self) -> int | None:
         """The offset after the newest record the broker held at the last fetch (None before one)."""
-        if self.consumer is None:
+        if not self.reading:  # not yet, or no longer, assigned: nothing is known
             return None
         hw: Any = self.consumer.highwater(self.tp)
         return None if hw is None or hw < 0 else int(hw)
