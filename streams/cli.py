@@ -477,7 +477,10 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from riskmon.streams.gc_thresholds import tune_gc
+
     args = build_parser().parse_args(argv)
+    tune_gc()
     try:
         return int(args.func(args))
     except Rejected as r:
