@@ -172,7 +172,12 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
                 result.decisions.append(held)
                 return result
         if hold is not None:
-            del s["hold"]  # a later move supersedes the held one
+            # A later move supersedes the held one: said as a hold_dropped, never lost silently.
+            del s["hold"]
+            target, held_ts, held_id = hold
+            why = Reason("HOLD_SUPERSEDED", f"{target} held at {format_ts(held_ts)} (decision {held_id}) superseded "
+                                            f"by a move to {new} at {format_ts(now)}", 0)
+            result.decisions.append(_decision(s, ctx, event.event_id, event.ts, HOLD_DROPPED, prev, prev, score, (why,)))
         if ctx.model_ready and SEVERITY[new] > SEVERITY[prev]:
             reasons = reasons + score_drivers(ctx.model.contributions_vector(spec.names, x), spec)
             s["good"] = 0

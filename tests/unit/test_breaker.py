@@ -157,3 +157,25 @@ def test_stream_and_replay_hold_and_release_the_same_decisions(tmp_path: pathlib
     assert total(m["riskmon_decisions_held"], action="closure") >= 1
     # Every account still held had a held decision; some held since were superseded (a later move clears a hold).
     assert 0 < total(m["riskmon_decisions_held"]) <= total(m["riskmon_decisions_total"], action="held", reason="BREAKER_HELD")
+
+
+def test_a_later_move_that_supersedes_a_held_one_says_so_with_a_hold_dropped(tmp_path: pathlib.Path) -> None:
+    decisions = run(tmp_path, [BAD_PUSH])
+    by_account: dict[str, list[dict[str, Any]]] = {}
+    for d in decisions:
+        by_account.setdefault(d["account_id"], []).append(d)
+    superseded = 0
+    for aid, ds in by_account.items():
+        holding = None
+        for d in sorted(ds, key=lambda d: d["event_ts"]):  # stable: an event's decisions keep their order
+            if d["action"] == "held":
+                holding = d
+            elif holding is not None and d["action"] not in ("hold_dropped", "held"):
+                # The move that replaces the hold comes right after a hold_dropped from the same event.
+                drop = ds[ds.index(d) - 1]
+                assert drop["action"] == "hold_dropped" and drop["cause_event_id"] == d["cause_event_id"], (aid, d)
+                assert drop["reasons"][0]["code"] == "HOLD_SUPERSEDED" and holding["decision_id"] in drop["reasons"][0]["text"]
+                assert drop["previous_state"] == drop["new_state"] == d["previous_state"]
+                superseded += 1
+                holding = None
+    assert superseded > 0, "the push leaves held closures that later moves replace"
