@@ -332,6 +332,31 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from riskmon.models.features import load_spec
+    from riskmon.streams.replay import load_truth
+    from riskmon.streams.tools.backtest import backtest, format_backtest, render_backtest_html
+
+    _check_log(args.events)
+    _writable(args.html, "--html")
+    settings = _settings()
+    files = args.policy or ([settings.policy_file] if settings.policy_file else [])
+    policies: list[tuple[str, Policy | None]] = [(f"{Path(f).stem} ({p.version})", p)
+                                                 for f, p in ((f, load_policy(f)) for f in files)] or [("default", None)]
+    names = [n for n, _ in policies]
+    if len(set(names)) < len(names):
+        raise ValueError(f"--policy names the same file twice: {', '.join(names)}")
+    features_file = args.features or settings.features_file
+    truth = load_truth(args.truth) if args.truth else None
+    runs = backtest(args.events, policies, truth, partitions=_partitions(args),
+                    spec=load_spec(features_file) if features_file else None, progress=sys.stderr.isatty())
+    print(format_backtest(runs, Path(args.events).name))
+    if args.html:
+        Path(args.html).write_text(render_backtest_html(runs, Path(args.events).name), encoding="utf-8")
+        print(f"backtest: HTML in {args.html}", file=sys.stderr)
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.source == "uci":
         from riskmon.streams.tools.evaluate_uci import main_evaluate
@@ -441,6 +466,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plots", help="write PNG plots to this folder")
     e.add_argument("--json", help="write the figures as JSON here")
     e.set_defaults(func=_cmd_evaluate)
+
+    t = sub.add_parser("backtest", help="replay a log under each policy and compare what they would have done")
+    t.add_argument("events", help="JSONL event log")
+    t.add_argument("--policy", action="append",
+                   help="a policy TOML; repeat for each (default: $RISKMON_POLICY_FILE, or the shipped policy)")
+    t.add_argument("--truth", help="a truth file (account_id, defaults, default_ts); without, the log's own outcomes")
+    t.add_argument("--partitions", type=_positive_int,
+                   help="shards, as the input topic's partitions (default: $RISKMON_PARTITIONS or 4)")
+    t.add_argument("--features", help="feature specification TOML (default: $RISKMON_FEATURES_FILE, or the shipped one)")
+    t.add_argument("--html", help="also write the comparison as an HTML page here")
+    t.set_defaults(func=_cmd_backtest)
 
     b = sub.add_parser("bench", help="throughput, latency and memory beside the aiokafka and Faust ceilings")
     b.add_argument("--accounts", type=_positive_int, default=50_000)

@@ -38,7 +38,7 @@ from riskmon.models.vocabulary import SEVERITY
 
 from ..replay import replay
 
-__all__ = ["LogEvaluation", "evaluate_log", "format_log_evaluation", "reference_models"]
+__all__ = ["Judge", "LogEvaluation", "evaluate_log", "format_log_evaluation", "lead_days", "reference_models"]
 
 
 @dataclass
@@ -90,7 +90,20 @@ def _offline_cv(x: np.ndarray, y: np.ndarray, folds: int) -> dict[str, float | N
     return out
 
 
-class _Judge:
+def lead_days(tracker: EarlyWarningTracker, bad: set[str]) -> dict[str, float] | None:
+    """Days from the first warning to the outcome over the bad accounts warned before it (p25, median, p75)."""
+    leads = []
+    for a in bad:
+        start, end = tracker.first_warning.get(a), tracker.reached_bad.get(a)
+        if start is not None and end is not None:
+            leads.append((end - start) / DAY_MS)
+    if not leads:
+        return None
+    q = statistics.quantiles(leads, n=4) if len(leads) > 1 else [leads[0]] * 3
+    return {"p25": q[0], "median": statistics.median(leads), "p75": q[2], "accounts": float(len(leads))}
+
+
+class Judge:
     """Sees every result replay applies (a :class:`riskmon.streams.replay.Observer`): the graded statements,
     and each account's score and state strictly before its outcome."""
 
@@ -104,6 +117,12 @@ class _Judge:
         self.ys: list[int] = []
         self.scores: list[float] = []
         self.labels: list[int] = []
+
+    def judged(self) -> tuple[list[str], set[str]]:
+        """(the accounts judged, sorted; the bad ones): the truth file's, or those with graded statements."""
+        if self.truth is not None:
+            return sorted({t["account_id"] for t in self.truth}), {t["account_id"] for t in self.truth if t["defaults"]}
+        return sorted(self.graded), set(self.tracker.reached_bad)
 
     def observe(self, ts: int, r: StepResult) -> None:
         s = r.state
@@ -124,31 +143,18 @@ def evaluate_log(path: str | Path, truth: list[dict[str, Any]] | None = None, pa
                  policy: Policy | None = None, spec: FeatureSpec | None = None, bad_dpd: int = 30,
                  folds: int = 5, progress: bool = False) -> LogEvaluation:
     """Replay ``path`` through the core and judge it (see the module's docstring)."""
-    judge = _Judge(truth, bad_dpd)
+    judge = Judge(truth, bad_dpd)
     with open(os.devnull, "wb") as sink:
         summary = replay(path, sink, partitions=partitions, policy=policy, bad_dpd=bad_dpd, collector=judge, spec=spec,
                          progress=progress)
     tracker = judge.tracker
-    if truth is not None:
-        bad = {t["account_id"] for t in truth if t["defaults"]}
-        accounts = sorted({t["account_id"] for t in truth})
-    else:
-        bad = set(tracker.reached_bad)
-        accounts = sorted(judge.graded)
+    accounts, bad = judge.judged()
     y_acc = [int(a in bad) for a in accounts]
     peak = [tracker.peak.get(a, 0.0) for a in accounts]
     warned = {a for a in accounts if tracker.worst_state.get(a, 0) >= 1}
     n_bad = sum(y_acc)
     n_good = len(accounts) - n_bad
-    leads = []
-    for a in bad:
-        start, end = tracker.first_warning.get(a), tracker.reached_bad.get(a)
-        if start is not None and end is not None:
-            leads.append((end - start) / DAY_MS)
-    lead = None
-    if leads:
-        q = statistics.quantiles(leads, n=4) if len(leads) > 1 else [leads[0]] * 3
-        lead = {"p25": q[0], "median": statistics.median(leads), "p75": q[2], "accounts": float(len(leads))}
+    lead = lead_days(tracker, bad)
     ys = judge.ys
     res = LogEvaluation(
         events=summary.events, rejected=sum(summary.rejected.values()), statements=len(ys), bad_statements=sum(ys),

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from ..replay import ReplaySummary
 
-__all__ = ["ReportCollector", "render_html"]
+__all__ = ["ReportCollector", "STYLE", "render_html"]
 
 SCORE_BINS = 20
 MIN_OUTCOMES = 50
@@ -216,6 +216,16 @@ def log_bar_chart(title: str, x_labels: list[str], values: list[float], colour: 
 
 # -- the page -------------------------------------------------------------------
 
+STYLE = """body { font: 14px/1.45 system-ui, sans-serif; color: #212529; max-width: 820px; margin: 24px auto; padding: 0 16px; }
+h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; }
+figure { margin: 18px 0; } figcaption { font-weight: 600; margin-bottom: 4px; }
+svg text { font: 11px system-ui, sans-serif; fill: #495057; }
+table { border-collapse: collapse; } td, th { padding: 2px 10px; border-bottom: 1px solid #e9ecef; text-align: left; }
+.muted { color: #868e96; } .empty { color: #868e96; border: 1px dashed #ced4da; padding: 24px; text-align: center; }
+svg text.axis { font-weight: 600; } h3 { font-size: 15px; margin-top: 18px; }
+"""
+
+
 def _timelines(data: ReportCollector) -> list[tuple[str, str, list[tuple[int, str, str, float, str]]]]:
     """Two accounts to read decision by decision: one warned and cured (back to normal), one closed.
 
@@ -313,14 +323,7 @@ def render_html(data: ReportCollector, summary: ReplaySummary, source: str, poli
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>riskmon replay report: {html.escape(source)}</title>
 <style>
-body {{ font: 14px/1.45 system-ui, sans-serif; color: #212529; max-width: 820px; margin: 24px auto; padding: 0 16px; }}
-h1 {{ font-size: 22px; margin-bottom: 4px; }} h2 {{ font-size: 17px; margin-top: 28px; }}
-figure {{ margin: 18px 0; }} figcaption {{ font-weight: 600; margin-bottom: 4px; }}
-svg text {{ font: 11px system-ui, sans-serif; fill: #495057; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: 2px 10px; border-bottom: 1px solid #e9ecef; text-align: left; }}
-.muted {{ color: #868e96; }} .empty {{ color: #868e96; border: 1px dashed #ced4da; padding: 24px; text-align: center; }}
-svg text.axis {{ font-weight: 600; }} h3 {{ font-size: 15px; margin-top: 18px; }}
-</style></head><body>
+{STYLE}</style></head><body>
 <h1>riskmon replay report</h1>
 <p class="muted">{html.escape(source)} &middot; event time {_date(data.first_ts or 0)} to {_date(data.last_ts)}</p>
 <p>{summary.events:,} events, {sum(summary.rejected.values()):,} rejected, {summary.duplicates:,} duplicates;
