@@ -237,8 +237,7 @@ class Worker:
 
         def check(category: str) -> bool:
             if category == "control":
-                hw = self.control.highwater()
-                return hw is not None and self._control_next(partition) >= hw
+                return self.control.caught_up(self._control_next(partition))
             tp = TP(self.topics[category], partition)
             hw = self.app.consumer.highwater(tp)
             if hw is None or hw < 0:

@@ -47,6 +47,7 @@ class ControlFeed:
         self.records: list[ControlRecord] = []
         self.consumer: Any = None  # made in start(): aiokafka clients belong to the running event loop
         self.reading = False  # started and assigned the control partition, not stopped
+        self.position = 0  # the next offset the feed will read: past every record, marker and deleted range read
 
     async def start(self) -> None:
         # Short fetch waits: Tansu holds a fetch open for most of its wait even when records come
@@ -76,6 +77,7 @@ class ControlFeed:
             n += 1
         if n:
             log.info("control: %d record(s) read, up to offset %d", n, self.offsets[-1])
+        self.position = await self.consumer.position(self.tp)
         return n
 
     def highwater(self) -> int | None:
@@ -84,6 +86,21 @@ class ControlFeed:
             return None
         hw: Any = self.consumer.highwater(self.tp)
         return None if hw is None or hw < 0 else int(hw)
+
+    def caught_up(self, offset: int) -> bool:
+        """Whether a partition whose next control offset is ``offset`` has had everything the topic holds.
+
+        The feed must have read to the broker's end, and handed over every record it read from
+        ``offset`` on. Offsets hold no record everywhere (transaction markers, a prefix deleted by
+        retention), so comparing ``offset`` itself with the end would wait forever there.
+
+        >>> feed = ControlFeed.__new__(ControlFeed); feed.offsets, feed.records, feed.position = [3], [(3, None, b"a")], 6
+        >>> feed.highwater = lambda: 6
+        >>> feed.caught_up(0), feed.caught_up(4), feed.caught_up(6)
+        (False, True, True)
+        """
+        hw = self.highwater()
+        return hw is not None and self.position >= hw and not self.since(offset)
 
     def since(self, offset: int) -> list[ControlRecord]:
         """The records read at ``offset`` and after, in order."""

@@ -237,7 +237,9 @@ class StreamProcessor:
             etype = event.type
             if category != "repartition" and CATEGORY[event.type] != category:
                 raise Rejected(RejectReason.WRONG_TOPIC, f"a {event.type} event on the {category} topic")
-            if self.max_future_ms is not None and event.ts > time.time() * 1000 + self.max_future_ms:
+            # Not for control records: every partition must judge one alike, and the clock differs by
+            # worker and by when a partition reads the record (a restart reads it again).
+            if self.max_future_ms is not None and category != "control" and event.ts > time.time() * 1000 + self.max_future_ms:
                 raise Rejected(RejectReason.FUTURE_EVENT, f"event time {format_ts(event.ts)} is more than "
                                                           f"{self.max_future_ms / 1000:g} s ahead of this worker's clock")
         except Rejected as r:
@@ -267,7 +269,7 @@ class StreamProcessor:
                 return
         if event.ts < ckpt.applied_ts:
             self.counts["late"] += 1
-            if self.options.late == "deadletter":
+            if self.options.late == "deadletter" and category != "control":  # (a late control record applies everywhere)
                 detail = (f"event time {format_ts(event.ts)} is before {format_ts(ckpt.applied_ts)}, already applied "
                           f"in this partition (allowed lateness {self.options.lateness_s:g} s)")
                 ckpt.settle(category, offset, handle, self._deadletter(

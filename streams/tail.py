@@ -79,7 +79,12 @@ async def settled_by(settings: Settings, bootstrap: str, cause_event_id: str, wa
     from .topics import client_config, start_client
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_config(settings))
-    await start_client(consumer, settings, bootstrap)
+    try:
+        await start_client(consumer, settings, bootstrap)
+    except BaseException:
+        if asyncio.iscoroutine(send):
+            send.close()  # never sent: the broker is out of reach (the error says how)
+        raise
     found: dict[str, dict[str, Any]] = {}
     try:
         await consumer.topics()  # fetches the cluster's metadata

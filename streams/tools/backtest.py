@@ -89,7 +89,8 @@ class _Watcher(Judge):
             if d.action == "reopen":
                 self.reopened.add(aid)
             why = "; ".join(f"{x.code}: {x.text}" for x in d.reasons[:3])
-            self.final[aid] = (d.new_state, f"{d.action} at {format_ts(d.event_ts)}: {why}")
+            # The account's own status, not the decision's new_state: a held move's is where it would have gone.
+            self.final[aid] = (s["status"], f"{d.action} at {format_ts(d.event_ts)}: {why}")
         if aid not in self.final:
             self.final[aid] = (s["status"], "")
 

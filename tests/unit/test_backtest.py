@@ -76,3 +76,24 @@ def test_cli_prints_the_table_and_writes_the_html(log: tuple[pathlib.Path, pathl
     # No policy named: the live default alone, no differences section.
     assert main(["backtest", str(path)]) == 0
     assert "accounts whose final state differs" not in capsys.readouterr().out
+
+
+def test_a_held_closure_leaves_the_account_where_it_was(log: tuple[pathlib.Path, pathlib.Path],
+                                                         tmp_path: pathlib.Path) -> None:
+    """A push that closes every late line trips the breaker: held accounts end in their own state, not 'closed'."""
+    path, _ = log
+    push = {"type": "policy_update", "event_id": "push-oops", "ts": "2025-03-01T00:00:00Z", "policy_version": "oops-1",
+            "thresholds": {"dpd.watch": 1, "dpd.limit": 1, "dpd.freeze": 1, "dpd.close": 1, "breaker.min_count": 3}}
+    pushed = tmp_path / "pushed.jsonl"
+    pushed.write_bytes(path.read_bytes() + dumps(push) + b"\n")
+    (run,) = backtest(pushed, [("live", None)])
+    out = io.BytesIO()
+    replay(pushed, out)
+    last: dict[str, dict] = {}
+    for line in out.getvalue().splitlines():
+        d = orjson.loads(line)
+        last[d["account_id"]] = d
+    held = [a for a, d in last.items() if d["action"] == "held"]
+    assert held, "the push trips the breaker"
+    for a in held:
+        assert run.final[a][0] == last[a]["previous_state"] != "closed"
