@@ -64,8 +64,10 @@ async def create_topics(settings: Settings, bootstrap: str, timeout_s: float = 2
         for name, partitions in want.items():
             if name in existing:
                 continue
+            # The control topic keeps every record: a partition that starts afresh reads it from the first.
+            configs = {"retention.ms": "-1"} if name == control else None
             try:
-                await admin.create_topics([NewTopic(name, partitions, settings.replication_factor)])
+                await admin.create_topics([NewTopic(name, partitions, settings.replication_factor, topic_configs=configs)])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass
