@@ -325,11 +325,7 @@ class Worker:
         try:
             while True:
                 if await self.control.poll():
-                    async with self.lock:
-                        self.dispatch_control()
-                        for p in list(self.proc.shards):
-                            for rnd in self.proc.release(p, self.caught_up(p)):
-                                await self.write(rnd)
+                    await self.release_held()  # hands the new records over, then applies what they free
         finally:
             await self.control.stop()
 

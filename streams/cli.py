@@ -144,23 +144,32 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _judging_args(p: argparse.ArgumentParser) -> None:
-    """What replaying a log through the core takes, the same for every command that does."""
+def _judging_args(p: argparse.ArgumentParser, many_policies: bool = False) -> None:
+    """What replaying a log through the core takes, the same for every command that does
+    (``many_policies``: --policy may be given again, once per policy)."""
     p.add_argument("--partitions", type=_positive_int,
                    help="shards, as the input topic's partitions (default: $RISKMON_PARTITIONS or 4)")
-    p.add_argument("--policy", help="policy TOML (default: $RISKMON_POLICY_FILE, or the shipped policy)")
+    if many_policies:
+        p.add_argument("--policy", action="append",
+                       help="a policy TOML; repeat for each (default: $RISKMON_POLICY_FILE, or the shipped policy)")
+    else:
+        p.add_argument("--policy", help="policy TOML (default: $RISKMON_POLICY_FILE, or the shipped policy)")
     p.add_argument("--features", help="feature specification TOML (default: $RISKMON_FEATURES_FILE, or the shipped "
                                       "one, models/data/default_features.toml)")
 
 
 def _judging(args: argparse.Namespace) -> tuple[Policy | None, FeatureSpec | None]:
     """The policy and feature specification ``--policy`` and ``--features`` name (None: the shipped ones)."""
+    policy_file = args.policy or _settings().policy_file
+    return load_policy(policy_file) if policy_file else None, _spec(args)
+
+
+def _spec(args: argparse.Namespace) -> FeatureSpec | None:
+    """The feature specification ``--features`` or RISKMON_FEATURES_FILE names (None: the shipped one)."""
     from riskmon.models.features import load_spec
 
-    settings = _settings()
-    policy_file = args.policy or settings.policy_file
-    features_file = args.features or settings.features_file
-    return (load_policy(policy_file) if policy_file else None, load_spec(features_file) if features_file else None)
+    features_file = args.features or _settings().features_file
+    return load_spec(features_file) if features_file else None
 
 
 def _partitions(args: argparse.Namespace) -> int:
@@ -333,7 +342,6 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    from riskmon.models.features import load_spec
     from riskmon.streams.replay import load_truth
     from riskmon.streams.tools.backtest import backtest, format_backtest, render_backtest_html
 
@@ -346,10 +354,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     names = [n for n, _ in policies]
     if len(set(names)) < len(names):
         raise ValueError(f"--policy names the same file twice: {', '.join(names)}")
-    features_file = args.features or settings.features_file
     truth = load_truth(args.truth) if args.truth else None
-    runs = backtest(args.events, policies, truth, partitions=_partitions(args),
-                    spec=load_spec(features_file) if features_file else None, progress=sys.stderr.isatty())
+    runs = backtest(args.events, policies, truth, partitions=_partitions(args), spec=_spec(args),
+                    progress=sys.stderr.isatty())
     print(format_backtest(runs, Path(args.events).name))
     if args.html:
         Path(args.html).write_text(render_backtest_html(runs, Path(args.events).name), encoding="utf-8")
@@ -469,12 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("backtest", help="replay a log under each policy and compare what they would have done")
     t.add_argument("events", help="JSONL event log")
-    t.add_argument("--policy", action="append",
-                   help="a policy TOML; repeat for each (default: $RISKMON_POLICY_FILE, or the shipped policy)")
     t.add_argument("--truth", help="a truth file (account_id, defaults, default_ts); without, the log's own outcomes")
-    t.add_argument("--partitions", type=_positive_int,
-                   help="shards, as the input topic's partitions (default: $RISKMON_PARTITIONS or 4)")
-    t.add_argument("--features", help="feature specification TOML (default: $RISKMON_FEATURES_FILE, or the shipped one)")
+    _judging_args(t, many_policies=True)
     t.add_argument("--html", help="also write the comparison as an HTML page here")
     t.set_defaults(func=_cmd_backtest)
 

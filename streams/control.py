@@ -19,9 +19,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .settings import Settings
-from .topics import CONTROL_PARTITIONS, client_config, start_client
+from .topics import client_config, start_client
 
-__all__ = ["CONTROL_PARTITIONS", "ControlFeed", "ControlRecord"]
+__all__ = ["ControlFeed", "ControlRecord"]
 
 log = logging.getLogger("riskmon.control")
 

@@ -162,6 +162,11 @@ def _y(v: float, y_min: float, y_max: float) -> float:
     return H - PAD_B - (H - PAD_T - PAD_B) * (v - y_min) / span
 
 
+def _empty_figure(title: str, text: str) -> str:
+    """What a chart with nothing to draw shows instead: its title and why."""
+    return f'<figure><figcaption>{html.escape(title)}</figcaption><p class="empty">{html.escape(text)}</p></figure>'
+
+
 def _svg(title: str, body: list[str]) -> str:
     return (f'<figure><figcaption>{html.escape(title)}</figcaption>'
             f'<svg viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{html.escape(title)}">'
@@ -174,7 +179,7 @@ def line_chart(title: str, x_labels: list[str], series: dict[str, list[float | N
     """Lines over ``x_labels``; ``empty`` is said instead of an empty chart; ``guide``: a dashed level and its name."""
     values = [v for vs in series.values() for v in vs if v is not None]
     if not values:
-        return f'<figure><figcaption>{html.escape(title)}</figcaption><p class="empty">{html.escape(empty)}</p></figure>'
+        return _empty_figure(title, empty)
     top = y_max if y_max is not None else _nice(max(values, default=1.0))
     body = _axes(x_labels, top, y_min, y_fmt, x_title, y_title)
     if guide is not None:
@@ -200,7 +205,7 @@ def log_bar_chart(title: str, x_labels: list[str], values: list[float], colour: 
                   y_title: str = "", empty: str = "nothing to plot") -> str:
     """Bars on a log scale: scores pile up near zero, and the tail is what matters."""
     if not any(values):
-        return f'<figure><figcaption>{html.escape(title)}</figcaption><p class="empty">{html.escape(empty)}</p></figure>'
+        return _empty_figure(title, empty)
     top = max(1.0, math.ceil(math.log10(max(values, default=1.0) or 1.0)))
     body = _axes(x_labels, top, 0.0, "", x_title, y_title)
     for k in range(int(top) + 1):  # the axis labels are the powers of ten themselves
