@@ -6,11 +6,14 @@ the one-partition control topic whole and hands it to every partition it holds).
 """
 from __future__ import annotations
 
+import copy
+
 from .events import Event, is_broadcast
 from .featurespec import FeatureSpec
 from .monitor import Monitor
 from .partitioning import partition_for
 from .policy import Policy
+from .risk_model import RiskModel
 from .state import AccountState
 from .step import StepResult
 
@@ -25,11 +28,13 @@ class Engine:
     """
 
     def __init__(self, partitions: int = 4, policy: Policy | None = None, checkpoint_every: int = 500, bad_dpd: int = 30,
-                 spec: FeatureSpec | None = None) -> None:
+                 spec: FeatureSpec | None = None, model: RiskModel | None = None, model_base: str = "") -> None:
+        """``model``: every shard starts from a copy of it (a model file's, named ``model_base``), not from nothing."""
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
         self.partitions = partitions
-        self.monitors = [Monitor(f"p{i}", policy, checkpoint_every=checkpoint_every, bad_dpd=bad_dpd, spec=spec)
+        self.monitors = [Monitor(f"p{i}", policy, None if model is None else copy.deepcopy(model), checkpoint_every=checkpoint_every,
+                                 bad_dpd=bad_dpd, spec=spec, model_base=model_base)
                          for i in range(partitions)]
         self.states: dict[str, AccountState] = {}
         self._partition: dict[str, int] = {}  # murmur2 in Python costs 3 us; an account's never changes

@@ -55,8 +55,12 @@ class Monitor:
         checkpoint_every: int = 500,
         bad_dpd: int = 30,
         spec: FeatureSpec | None = None,
+        model_base: str = "",
     ) -> None:
         self.name = name
+        # The model file the shard started from (riskmon.models.model_file), if any: its version leads
+        # every version this shard makes, so a decision names the history its model began with.
+        self.model_base = model_base
         self.spec = spec or default_spec()
         self.model = model if model is not None else RiskModel()
         self.quality = ScoreQuality()
@@ -76,7 +80,7 @@ class Monitor:
 
     @property
     def model_version(self) -> str:
-        return f"{self.name}.v{self.checkpoints}"
+        return f"{self.model_base}.{self.name}.v{self.checkpoints}" if self.model_base else f"{self.name}.v{self.checkpoints}"
 
     def process(self, event: Event, states: States) -> list[StepResult]:
         """Apply any event: the one entry point of the core, for the stream and replay alike.
@@ -222,7 +226,7 @@ class Monitor:
             "outcomes_seen": self.outcomes_seen, "policies": self._policies,
             "policy_events": self._policy_events, "checkpoint_every": self.checkpoint_every,
             "bad_dpd": self.bad_dpd, "status": dict(self.status), "breaker": self.breaker.state(),
-            "held": self.held, "spec": self.spec,
+            "held": self.held, "spec": self.spec, "model_base": self.model_base,
         }
 
     @classmethod
@@ -233,7 +237,7 @@ class Monitor:
         saved under another layout start their aggregates afresh when next applied."""
         snap = pickle.loads(data)
         m = cls(snap["name"], model=snap["model"], checkpoint_every=snap["checkpoint_every"], bad_dpd=snap["bad_dpd"],
-                spec=spec or snap.get("spec"))
+                spec=spec or snap.get("spec"), model_base=snap.get("model_base", ""))
         if "quality" in snap:
             m.quality = snap["quality"]
         elif quality is not None:

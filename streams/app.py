@@ -17,7 +17,8 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from riskmon.models.features import load_spec
+from riskmon.models.features import default_spec, load_spec
+from riskmon.models.model_file import load_model
 from riskmon.models.policy import load_policy
 
 from . import faust_internals
@@ -194,9 +195,13 @@ class Worker:
         registry = CollectorRegistry()
         setup_prometheus_sensors(app, registry=registry, name_prefix="riskmon_faust")
         metrics = Metrics(registry)
+        spec = load_spec(settings.features_file) if settings.features_file else None
+        model, info = load_model(settings.model_file, (spec or default_spec()).names) if settings.model_file else (None, None)
+        if info is not None:
+            log.warning("partitions without a snapshot start from %s", info.line())
         options = Options(
             policy=load_policy(settings.policy_file) if settings.policy_file else None,
-            spec=load_spec(settings.features_file) if settings.features_file else None,
+            spec=spec, model=model, model_base=info.version if info is not None else "",
             checkpoint_every=settings.checkpoint_every, bad_dpd=settings.bad_dpd,
             max_record_bytes=settings.max_record_bytes, lateness_s=settings.lateness_s, late=settings.late_events,
             max_future_s=settings.max_future_s, snapshot_every_s=settings.snapshot_every_s,

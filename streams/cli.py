@@ -17,6 +17,7 @@ from riskmon.streams.render import counted
 
 if TYPE_CHECKING:
     from riskmon.models.featurespec import FeatureSpec
+    from riskmon.models.risk_model import RiskModel
     from riskmon.streams.settings import Settings
 
 __all__ = ["main"]
@@ -156,6 +157,8 @@ def _judging_args(p: argparse.ArgumentParser, many_policies: bool = False) -> No
         p.add_argument("--policy", help="policy TOML (default: $RISKMON_POLICY_FILE, or the shipped policy)")
     p.add_argument("--features", help="feature specification TOML (default: $RISKMON_FEATURES_FILE, or the shipped "
                                       "one, models/data/default_features.toml)")
+    p.add_argument("--model", help="start every partition from this model file (`riskmon train`; default: "
+                                   "$RISKMON_MODEL_FILE, or the expert scorecard handing over as outcomes are learned)")
 
 
 def _judging(args: argparse.Namespace) -> tuple[Policy | None, FeatureSpec | None]:
@@ -172,6 +175,20 @@ def _spec(args: argparse.Namespace) -> FeatureSpec | None:
     return load_spec(features_file) if features_file else None
 
 
+def _model(args: argparse.Namespace, spec: FeatureSpec | None) -> tuple[RiskModel | None, str]:
+    """The model ``--model`` or RISKMON_MODEL_FILE names and its version, checked against the features in force
+    ((None, "") without one: the cold start)."""
+    from riskmon.models.features import default_spec
+    from riskmon.models.model_file import load_model
+
+    path = getattr(args, "model", None) or _settings().model_file
+    if not path:
+        return None, ""
+    model, info = load_model(path, (spec or default_spec()).names)
+    print(f"riskmon: starting from {info.line()}", file=sys.stderr)
+    return model, info.version
+
+
 def _partitions(args: argparse.Namespace) -> int:
     return args.partitions if args.partitions is not None else _settings().partitions
 
@@ -182,6 +199,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     _check_log(args.events)
     _writable(args.report, "--report")
     policy, spec = _judging(args)
+    model, model_base = _model(args, spec)
     truth = load_truth(args.truth) if args.truth else None
     full = open(args.rejects, "w") if args.rejects else None
     report = _LimitedReport(sys.stderr, 20, full)
@@ -197,7 +215,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         summary = replay(
             args.events, out, partitions=_partitions(args), policy=policy, truth=truth, report=report,  # type: ignore[arg-type]
             progress=sys.stderr.isatty() and not args.quiet, checkpoint_every=args.checkpoint_every, bad_dpd=args.bad_dpd,
-            collector=collector, spec=spec,
+            collector=collector, spec=spec, model=model, model_base=model_base,
         )
     finally:
         if args.out:
@@ -246,6 +264,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         load_policy(settings.policy_file)
     if settings.features_file:
         load_spec(settings.features_file)
+    if settings.model_file:
+        _model(args, load_spec(settings.features_file) if settings.features_file else None)
     return run_all(settings, Path(args.events) if args.events else None, args.accounts, args.days, args.seed,
                    args.rate, args.idle, sys.stdout, prefix=args.prefix)
 
@@ -355,8 +375,10 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     if len(set(names)) < len(names):
         raise ValueError(f"--policy names the same file twice: {', '.join(names)}")
     truth = load_truth(args.truth) if args.truth else None
-    runs = backtest(args.events, policies, truth, partitions=_partitions(args), spec=_spec(args),
-                    progress=sys.stderr.isatty())
+    spec = _spec(args)
+    model, model_base = _model(args, spec)
+    runs = backtest(args.events, policies, truth, partitions=_partitions(args), spec=spec,
+                    progress=sys.stderr.isatty(), model=model, model_base=model_base)
     print(format_backtest(runs, Path(args.events).name))
     if args.html:
         Path(args.html).write_text(render_backtest_html(runs, Path(args.events).name), encoding="utf-8")
@@ -379,11 +401,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     _check_log(args.source)
     truth = load_truth(args.truth) if args.truth else None
     policy, spec = _judging(args)
+    model, model_base = _model(args, spec)
     r = evaluate_log(args.source, truth, partitions=_partitions(args), policy=policy, spec=spec, folds=args.folds,
-                     progress=sys.stderr.isatty())
+                     progress=sys.stderr.isatty(), model=model, model_base=model_base)
     print(format_log_evaluation(r, Path(args.source).name))
     if args.json:
         Path(args.json).write_text(json.dumps(r.as_dict(), indent=2) + "\n")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from riskmon.streams.tools.train import train
+
+    _check_log(args.events)
+    _writable(args.out, "--out")
+    policy, spec = _judging(args)
+    info, summary = train(args.events, args.out, policy=policy, spec=spec, bad_dpd=args.bad_dpd,
+                          progress=sys.stderr.isatty())
+    rejected = sum(summary.rejected.values())
+    print(f"train: {summary.events} events ({rejected} rejected); {info.line()}", file=sys.stderr)
+    print(f"train: wrote {args.out}; start from it with --model {args.out} or RISKMON_MODEL_FILE={args.out}",
+          file=sys.stderr)
     return 0
 
 
@@ -480,6 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
     _judging_args(t, many_policies=True)
     t.add_argument("--html", help="also write the comparison as an HTML page here")
     t.set_defaults(func=_cmd_backtest)
+
+    n = sub.add_parser("train", help="learn a model from a labelled event log, to start workers and replay from")
+    n.add_argument("events", help="JSONL event log with statements and their outcomes")
+    n.add_argument("--out", required=True, help="the model file to write")
+    n.add_argument("--policy", help="policy TOML the log is replayed under (default: $RISKMON_POLICY_FILE, or the shipped policy)")
+    n.add_argument("--features", help="feature specification TOML (default: $RISKMON_FEATURES_FILE, or the shipped one)")
+    n.add_argument("--bad-dpd", type=_positive_int, default=30, help="days past due that make an instalment a bad outcome")
+    n.set_defaults(func=_cmd_train)
 
     b = sub.add_parser("bench", help="throughput, latency and memory beside the aiokafka and Faust ceilings")
     b.add_argument("--accounts", type=_positive_int, default=50_000)

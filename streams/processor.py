@@ -17,6 +17,7 @@ makes durable in the order that module states.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.monitor import Monitor
 from riskmon.models.partitioning import partition_for
 from riskmon.models.policy import Policy
+from riskmon.models.risk_model import RiskModel
 from riskmon.models.state import AccountState
 from riskmon.models.step import StepResult
 
@@ -68,6 +70,8 @@ class Options:
     policy: Policy | None = None  # the policy in force from the start (None: the shipped default)
     spec: FeatureSpec | None = None  # the features the model sees (None: the shipped specification)
     checkpoint_every: int = 500  # outcomes learned between model versions
+    model: RiskModel | None = None  # every partition starts from a copy of it (a model file's), not from nothing
+    model_base: str = ""  # that model file's version, leading every model version the partitions make
     bad_dpd: int = 30  # days past due that make an instalment a bad outcome
     max_record_bytes: int = 16_384
     lateness_s: float = 0.0  # event-time disorder applied in order (see streams.hold)
@@ -180,8 +184,9 @@ class StreamProcessor:
                 ckpt, monitor, states = Checkpoint.restore(partition, blob, self.ports.get(QUALITY_KEY_PREFIX + p), o.spec)
                 sh = _Shard(partition, monitor, ckpt, hold, dict(states), set(states))
             else:
-                monitor = Monitor(f"p{partition}", o.policy, checkpoint_every=o.checkpoint_every, bad_dpd=o.bad_dpd,
-                                  spec=o.spec)
+                monitor = Monitor(f"p{partition}", o.policy, None if o.model is None else copy.deepcopy(o.model),
+                                  checkpoint_every=o.checkpoint_every, bad_dpd=o.bad_dpd, spec=o.spec,
+                                  model_base=o.model_base)
                 sh = _Shard(partition, monitor, Checkpoint(partition), hold)
                 log.info("partition %d: starting afresh", partition)
             self.shards[partition] = sh

@@ -16,6 +16,7 @@ from riskmon.models.events import Event, event_order
 from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.policy import Policy
 from riskmon.models.quality import roc_auc
+from riskmon.models.risk_model import RiskModel
 from riskmon.models.step import StepResult
 from riskmon.models.vocabulary import SEVERITY
 
@@ -99,15 +100,19 @@ def replay(
     bad_dpd: int = 30,
     collector: Observer | None = None,
     spec: FeatureSpec | None = None,
+    model: RiskModel | None = None,
+    model_base: str = "",
 ) -> ReplaySummary:
     """Run the log through the core; write decisions as JSON lines to ``out``.
 
-    ``collector`` sees every result (streams.report's collector gathers what the HTML report plots)."""
+    ``collector`` sees every result (streams.report's collector gathers what the HTML report plots);
+    ``model``: every partition starts from it (a model file's, whose version is ``model_base``)."""
     summary = ReplaySummary()
     with open(events_path, "rb") as f:
         log = read_log(f, summary, report)
     log.sort(key=lambda e: e[0])
-    engine = Engine(partitions, policy, checkpoint_every=checkpoint_every, bad_dpd=bad_dpd, spec=spec)
+    engine = Engine(partitions, policy, checkpoint_every=checkpoint_every, bad_dpd=bad_dpd, spec=spec, model=model,
+                    model_base=model_base)
     tracker = EarlyWarningTracker(bad_dpd, outcome_times(truth or []))
     bar = Progress("replay", len(log), "events", enabled=progress)
     for i, ((_, _, n), ev) in enumerate(log):

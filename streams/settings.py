@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     bad_dpd: int = Field(30, ge=1)
     policy_file: Path | None = None
     features_file: Path | None = Field(None, description="feature specification TOML (default: the shipped one)")
+    model_file: Path | None = Field(None, description="a model from `riskmon train`: partitions start from it (default: "
+                                                      "the expert scorecard, handing over as outcomes are learned)")
     session_timeout_s: float = Field(10.0, gt=0)
     heartbeat_s: float = Field(1.0, gt=0)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

@@ -32,6 +32,7 @@ from riskmon.models.evaluation import EarlyWarningTracker, outcome_times
 from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.policy import Policy
 from riskmon.models.quality import roc_auc
+from riskmon.models.risk_model import RiskModel
 from riskmon.models.step import StepResult
 from riskmon.models.units import DAY_MS
 from riskmon.models.vocabulary import SEVERITY
@@ -141,12 +142,13 @@ class Judge:
 
 def evaluate_log(path: str | Path, truth: list[dict[str, Any]] | None = None, partitions: int = 4,
                  policy: Policy | None = None, spec: FeatureSpec | None = None, bad_dpd: int = 30,
-                 folds: int = 5, progress: bool = False) -> LogEvaluation:
-    """Replay ``path`` through the core and judge it (see the module's docstring)."""
+                 folds: int = 5, progress: bool = False, model: RiskModel | None = None,
+                 model_base: str = "") -> LogEvaluation:
+    """Replay ``path`` through the core and judge it (see the module's docstring); ``model``: a warm start."""
     judge = Judge(truth, bad_dpd)
     with open(os.devnull, "wb") as sink:
         summary = replay(path, sink, partitions=partitions, policy=policy, bad_dpd=bad_dpd, collector=judge, spec=spec,
-                         progress=progress)
+                         progress=progress, model=model, model_base=model_base)
     tracker = judge.tracker
     accounts, bad = judge.judged()
     y_acc = [int(a in bad) for a in accounts]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import pathlib
 import time
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from riskmon.models.simulate import simulate
 from riskmon.streams.produce import produce
+from riskmon.streams.replay import replay
 
 from .conftest import Cluster, account, diff, replay_decisions, write_log
 
@@ -115,3 +117,34 @@ def test_two_workers_share_partitions_and_keep_parity_when_one_dies(cluster: Clu
     got, repeats = cluster.decisions(len(expected))
     account({"events": len(log.read_bytes().splitlines()), "expected": expected, "got": got, "repeats": repeats},
             f"one of two workers kill -9 after {len(partial)} decisions ({cluster.settings.store})")
+
+
+def test_a_worker_started_from_a_model_file_gives_replays_decisions_across_a_kill_9(
+        broker: Any, tmp_path: pathlib.Path) -> None:
+    """RISKMON_MODEL_FILE: every partition starts from the trained model, and one restored from its
+    snapshot after a crash goes on from the same model, as replay --model does."""
+    from riskmon.models.model_file import load_model
+    from riskmon.streams.tools.train import train
+
+    history, _ = _log(tmp_path, 200, 120, seed=31)
+    info, _ = train(history, tmp_path / "history.model")
+    model, _ = load_model(tmp_path / "history.model")
+    events, _ = simulate(250, 60, 32, prefix="W")
+    live = write_log(tmp_path / "live.jsonl", events)
+    out = io.BytesIO()
+    replay(live, out, model=model, model_base=info.version)
+    expected = out.getvalue().splitlines()
+    assert expected and all(orjson.loads(d)["model_version"].startswith(info.version) for d in expected)
+    cluster = Cluster(broker, tmp_path)
+    cluster.settings = cluster.settings.model_copy(update={"model_file": tmp_path / "history.model"})
+    try:
+        asyncio.run(produce(live, cluster.settings, cluster.bootstrap))
+        w = cluster.start_worker()
+        partial, _ = cluster.decisions(len(expected) // 3, timeout_s=120)
+        cluster.kill9(w)
+        cluster.start_worker(slot=0)
+        got, repeats = cluster.decisions(len(expected))
+    finally:
+        cluster.stop()
+    account({"events": len(events), "expected": expected, "got": got, "repeats": repeats},
+            f"warm-started worker kill -9 after {len(partial)} decisions, restarted")

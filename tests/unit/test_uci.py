@@ -101,3 +101,7 @@ def test_evaluation_runs_and_prints_its_table(rows: list[dict[str, int]], tmp_pa
     for name, auc in r.auc.items():
         assert auc["test"] is not None and 0.6 < auc["test"] < 0.9, (name, auc)
     assert len(r.calibration) == 10 and 0 < r.ews["warned_before_default"] <= 1
+    # A lender with history scores new clients better than one starting from nothing.
+    assert r.warm_start["trained_outcomes"] > 2000
+    assert r.warm_start["warm"] > r.warm_start["cold"] + 0.01, r.warm_start
+    assert "warm start: the test cohorts' clients alone" in text

@@ -1,0 +1,68 @@
+"""`riskmon train LOG --out MODEL`: a model learned from a labelled history, to start the monitor from.
+
+The log is replayed through the core in one partition, as replay runs it: the statements it
+holds become outcomes as they are settled or reach ``bad_dpd`` days past due, each with the
+features as they stood at the statement (point in time), and the one model learns from all of
+them in event-time order, exactly as a partition of the monitor would have. What it learned from
+(outcomes, defaults, their event-time span, the features, the log's sha256) is written beside it
+(:mod:`riskmon.models.model_file`).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from riskmon.models.engine import Engine
+from riskmon.models.errors import Rejected
+from riskmon.models.featurespec import FeatureSpec
+from riskmon.models.model_file import ModelInfo, lineage, save_model
+from riskmon.models.policy import Policy
+
+from ..progress import Progress
+from ..replay import ReplaySummary, read_log
+
+__all__ = ["train"]
+
+
+def _sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def train(events_path: str | Path, out: str | Path, policy: Policy | None = None, spec: FeatureSpec | None = None,
+          bad_dpd: int = 30, progress: bool = False) -> tuple[ModelInfo, ReplaySummary]:
+    """Learn from the log's outcomes and write the model file; ValueError if the log has none."""
+    summary = ReplaySummary()
+    with open(events_path, "rb") as f:
+        log = read_log(f, summary, None)
+    log.sort(key=lambda e: e[0])
+    engine = Engine(1, policy, bad_dpd=bad_dpd, spec=spec)
+    outcomes = defaults = 0
+    first = last = None
+    bar = Progress("train", len(log), "events", enabled=progress)
+    for i, (_, ev) in enumerate(log):
+        try:
+            results = engine.process(ev)
+        except Rejected as r:
+            summary.rejected[r.reason.value] += 1
+            continue
+        for result in results:
+            for o in result.outcomes:
+                outcomes += 1
+                defaults += o.default
+                first = ev.ts if first is None else first
+                last = ev.ts
+        if i % 2048 == 0:
+            bar.update(i)
+    bar.finish()
+    if not outcomes:
+        raise ValueError(f"{events_path} has no outcomes to learn from: no statement (instalment_due) in it was "
+                         f"settled or reached {bad_dpd} days past due")
+    monitor = engine.monitors[0]
+    info = lineage(monitor.model, monitor.spec.names, monitor.spec.version, outcomes=outcomes, defaults=defaults,
+                   first_ts=first, last_ts=last, source=f"{Path(events_path).name} (sha256 {_sha256(events_path)[:16]})")
+    save_model(out, monitor.model, info)
+    return info, summary
