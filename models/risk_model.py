@@ -4,15 +4,19 @@ Outcomes arrive late, and bad ones latest of all (30+ days past due is 50 days
 after the statement), so a model that starts empty is blind for its first
 months. Like a lender launching a new portfolio, it starts from an expert
 scorecard (:data:`EXPERT_SCORECARD`: signs and sizes set by credit judgement,
-not fitted to any data here) and hands over to the learned model as defaults
-are learned: ``p = (1 - a) * p_expert + a * p_learned`` with
-``a = min(1, defaults learned / handover_defaults)``.
+not fitted to any data here) and hands over to the learned model on evidence,
+not on a count: each outcome is first scored by both (the learned model as it
+stood before learning it, prequentially), and every :data:`HANDOVER_EVERY`
+outcomes the two are compared by ROC AUC on the latest :data:`HANDOVER_WINDOW`
+(once they hold :data:`HANDOVER_MIN_EACH` defaults and as many goods). The
+learned model gives the score from the first comparison it wins, and hands back
+only if it later falls :data:`HANDBACK_MARGIN` behind.
 
 Defaults are rare, so positives are weighted by the running ratio of goods to
 bads (capped); the log-odds are then shifted back by log(weight) (prior
 correction) so the score stays a probability a risk team can threshold.
 
->>> m = RiskModel(handover_defaults=0)
+>>> m = RiskModel(expert=False)
 >>> for i in range(200):
 ...     m.learn_one({"dpd": float(i % 4)}, i % 4 == 3)
 >>> m.predict_proba_one({"dpd": 3.0})[True] > m.predict_proba_one({"dpd": 0.0})[True]
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections import deque
 from typing import Any
 
 # River's signatures take dict[Hashable, Any]; dict is invariant, so match with Any keys.
@@ -29,7 +34,15 @@ Features = dict[Any, Any]
 
 from river import base, linear_model, optim, preprocessing
 
-__all__ = ["EXPERT_SCORECARD", "EXPERT_INTERCEPT", "RiskModel", "dumps_model", "loads_model"]
+from .quality import roc_auc
+
+__all__ = ["EXPERT_SCORECARD", "EXPERT_INTERCEPT", "HANDOVER_EVERY", "HANDOVER_WINDOW", "RiskModel", "dumps_model",
+           "loads_model"]
+
+HANDOVER_WINDOW = 500  # the latest outcomes the learned model and the scorecard are compared on
+HANDOVER_EVERY = 25  # outcomes between comparisons
+HANDOVER_MIN_EACH = 20  # defaults, and goods, the window must hold before a comparison counts
+HANDBACK_MARGIN = 0.02  # the learned model hands back only when its AUC falls this far behind
 
 # Log-odds per unit of each raw feature (see models.features): arrears, partial
 # and missed payments, utilisation and borrowing velocity raise the risk; a
@@ -66,9 +79,9 @@ class RiskModel(base.Classifier):
         requests, arrears) have a tiny spread, so their scaled values are huge
         when they do occur; unclipped, SGD gave them weights above 20 and the
         prequential AUC on the simulated log fell from 0.99 to 0.59.
-    handover_defaults
-        Defaults learned before the learned model alone gives the score
-        (0: no expert scorecard).
+    expert
+        Start from the expert scorecard and hand over on evidence (False: the
+        learned model alone from the start).
     """
 
     def __init__(
@@ -77,7 +90,7 @@ class RiskModel(base.Classifier):
         l2: float = 1e-4,
         max_positive_weight: float = 20.0,
         clip: float = 4.0,
-        handover_defaults: int = 100,
+        expert: bool = True,
         optimizer: str = "adam",
     ) -> None:
         if optimizer not in ("adam", "sgd"):
@@ -87,7 +100,10 @@ class RiskModel(base.Classifier):
         self.l2 = l2
         self.max_positive_weight = max_positive_weight
         self.clip = clip
-        self.handover_defaults = handover_defaults
+        self.expert = expert
+        self._handed = not expert  # the learned model gives the score
+        self._evidence: deque[tuple[bool, float, float]] = deque(maxlen=HANDOVER_WINDOW)  # (default, learned, expert)
+        self.handover_judged: tuple[float | None, float | None] = (None, None)  # the last comparison's AUCs
         self._scaler = preprocessing.StandardScaler()
         opt = optim.Adam(learning_rate) if optimizer == "adam" else optim.SGD(learning_rate)
         self._clf = linear_model.LogisticRegression(optimizer=opt, l2=l2, intercept_lr=learning_rate)
@@ -108,6 +124,8 @@ class RiskModel(base.Classifier):
         return min(max((self._n_neg + 1) / (self._n_pos + 1), 1.0), self.max_positive_weight)
 
     def learn_one(self, x: Features, y: bool | str | int, w: float = 1.0) -> None:
+        if self.expert:
+            self._weigh_evidence(x, bool(y))
         if y:
             self._n_pos += 1
         else:
@@ -183,9 +201,38 @@ class RiskModel(base.Classifier):
         return float(z) - math.log(self._positive_weight())
 
     def _learned_share(self) -> float:
-        if self.handover_defaults <= 0:
-            return 1.0
-        return min(1.0, self._n_pos / self.handover_defaults)
+        return 1.0 if self._handed else 0.0
+
+    @property
+    def handed_over(self) -> bool:
+        """The learned model gives the score (the scorecard no longer does)."""
+        return self._handed
+
+    def _weigh_evidence(self, x: Features, y: bool) -> None:
+        """Score the outcome by both before learning it; now and then, let the better one give the score."""
+        learned = _sigmoid(self.log_odds(x))
+        expert = _sigmoid(EXPERT_INTERCEPT + sum(EXPERT_SCORECARD.get(k, 0.0) * v for k, v in x.items()))
+        self._evidence.append((y, learned, expert))
+        if (self._n_pos + self._n_neg + 1) % HANDOVER_EVERY:
+            return
+        ys = [e[0] for e in self._evidence]
+        if min(sum(ys), len(ys) - sum(ys)) < HANDOVER_MIN_EACH:
+            return
+        auc_learned = roc_auc(ys, [e[1] for e in self._evidence])
+        auc_expert = roc_auc(ys, [e[2] for e in self._evidence])
+        assert auc_learned is not None and auc_expert is not None  # both classes are there
+        self.handover_judged = (auc_learned, auc_expert)
+        handed = auc_learned > auc_expert if not self._handed else auc_learned >= auc_expert - HANDBACK_MARGIN
+        if handed != self._handed:
+            self._handed = handed
+            self._fast = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "handover_defaults" in state:  # saved before the handover on evidence: a count of 100 defaults
+            n = state.pop("handover_defaults")
+            state.update(expert=n > 0, _handed=n <= 0 or state["_n_pos"] >= n,
+                         _evidence=deque(maxlen=HANDOVER_WINDOW), handover_judged=(None, None))
+        self.__dict__.update(state)
 
     def predict_proba_one(self, x: Features, **kwargs: Any) -> dict[bool | str | int, float]:
         a = self._learned_share()

@@ -126,6 +126,8 @@ class Metrics(Collector):
         auc = GaugeMetricFamily("riskmon_model_auc", "Rolling ROC AUC of the score against outcomes (last 2,000)", labels=["partition"])
         version = GaugeMetricFamily("riskmon_model_version", "Model checkpoints taken (the model version number)", labels=["partition"])
         learned = GaugeMetricFamily("riskmon_model_outcomes", "Outcomes the partition's model has learned from", labels=["partition"])
+        handed = GaugeMetricFamily("riskmon_model_handed_over", "1 when the learned model gives the score, 0 while the expert "
+                                   "scorecard does (it hands over on evidence)", labels=["partition"])
         policy = GaugeMetricFamily("riskmon_policy_info", "The policy version in force at the partition's event time", labels=["partition", "version"])
         age = GaugeMetricFamily("riskmon_checkpoint_age_seconds", "Seconds since the partition's state was last made durable", labels=["partition"])
         tripped = GaugeMetricFamily("riskmon_breaker_tripped", "1 while the partition's mass-action breaker holds this action", labels=["partition", "action"])
@@ -138,6 +140,7 @@ class Metrics(Collector):
                 auc.add_metric([label], a)
             version.add_metric([label], sh.monitor.checkpoints)
             learned.add_metric([label], sh.monitor.outcomes_seen)
+            handed.add_metric([label], 1 if sh.monitor.model.handed_over else 0)
             policy.add_metric([label, sh.monitor.policy_at(sh.applied_ts).version], 1)
             if sh.saved_at:
                 age.add_metric([label], now - sh.saved_at)
@@ -145,7 +148,7 @@ class Metrics(Collector):
             for action in GUARDABLE:
                 tripped.add_metric([label, action], 1 if action in trips else 0)
                 held.add_metric([label, action], len(sh.monitor.held.get(action, ())))
-        yield from (auc, version, learned, policy, age, tripped, held)
+        yield from (auc, version, learned, handed, policy, age, tripped, held)
 
         waiting = GaugeMetricFamily("riskmon_events_held", "Events waiting for event-time order")
         waiting.add_metric([], proc.held())

@@ -72,6 +72,8 @@ def test_metrics_count_what_the_processor_did() -> None:
     assert total(m["riskmon_outcomes_total"], outcome="default") > 0
     assert {r[0]["partition"] for r in m["riskmon_model_version"]} == {str(p) for p in range(P)}
     assert all(0.0 <= v <= 1.0 for _, v in m["riskmon_model_auc"])
+    assert sorted((r[0]["partition"], v) for r in m["riskmon_model_handed_over"] for v in [r[1]]) == sorted(
+        (str(p), float(sh.monitor.model.handed_over)) for p, sh in proc.shards.items())
     assert m["riskmon_consumer_lag"] == [({"topic": "riskmon.transactions", "partition": "0"}, 7.0)]
     assert m["riskmon_partitions_owned"] == [({}, P)]
 

@@ -141,16 +141,42 @@ def test_risk_model_follows_rivers_estimator_contract() -> None:
         check(copy.deepcopy(RiskModel()))
 
 
-def test_expert_scorecard_hands_over_to_the_learned_model() -> None:
-    m = RiskModel(handover_defaults=10)
-    risky = {name: 0.0 for name in FEATURE_NAMES} | {"dpd_months": 3.0, "in_arrears": 1.0}
-    safe = {name: 0.0 for name in FEATURE_NAMES} | {"on_time_payments": 2.0, "payment_to_due": 1.0}
-    cold = m.predict_proba_one(risky)[True]
-    assert cold > 0.5 > m.predict_proba_one(safe)[True], "the scorecard ranks before anything is learned"
+_RISKY = {name: 0.0 for name in FEATURE_NAMES} | {"dpd_months": 3.0, "in_arrears": 1.0}
+_SAFE = {name: 0.0 for name in FEATURE_NAMES} | {"on_time_payments": 2.0, "payment_to_due": 1.0}
+
+
+def test_expert_scorecard_hands_over_to_the_learned_model_on_evidence() -> None:
+    m = RiskModel()
+    cold = m.predict_proba_one(_RISKY)[True]
+    assert cold > 0.5 > m.predict_proba_one(_SAFE)[True], "the scorecard ranks before anything is learned"
     for i in range(400):  # a world where the scorecard is wrong: arrears never default
-        m.learn_one(risky, False)
-        m.learn_one(safe, i % 4 == 0)
-    assert m.predict_proba_one(risky)[True] < m.predict_proba_one(safe)[True]
+        m.learn_one(_RISKY, False)
+        m.learn_one(_SAFE, i % 4 == 0)
+    auc_learned, auc_expert = m.handover_judged
+    assert m.handed_over and auc_learned is not None and auc_expert is not None and auc_learned > auc_expert
+    assert m.predict_proba_one(_RISKY)[True] < m.predict_proba_one(_SAFE)[True]
+
+
+def test_the_scorecard_keeps_the_score_while_the_learned_model_is_no_better() -> None:
+    m = RiskModel()
+    for i in range(400):  # the scorecard is right: arrears default, the rest do not
+        m.learn_one(_RISKY, True)
+        m.learn_one(_SAFE, False)
+    assert m.handover_judged == (1.0, 1.0) and not m.handed_over  # a tie is no evidence
+    assert m.predict_proba_one(_RISKY)[True] == RiskModel().predict_proba_one(_RISKY)[True]
+
+
+def test_a_model_saved_before_the_handover_on_evidence_restores_as_it_scored() -> None:
+    m = RiskModel(expert=False)
+    for i in range(60):
+        m.learn_one(_RISKY if i % 3 else _SAFE, i % 3 == 1)
+    state = {k: v for k, v in m.__dict__.items() if k not in ("expert", "_handed", "_evidence", "handover_judged")}
+    old = RiskModel.__new__(RiskModel)
+    old.__setstate__({**state, "handover_defaults": 10})  # 20 defaults learned: it had handed over
+    assert old.handed_over and old.predict_proba_one(_RISKY) == m.predict_proba_one(_RISKY)
+    cold = RiskModel.__new__(RiskModel)
+    cold.__setstate__({**state, "handover_defaults": 100})
+    assert not cold.handed_over and cold.expert
 
 
 def test_ledger_reporting_current_after_the_due_date_settles_the_instalment() -> None:
@@ -162,13 +188,13 @@ def test_ledger_reporting_current_after_the_due_date_settles_the_instalment() ->
     assert a.state["inst"] == [] and a.state["dpd"] == 0 and a.state["on_time"] == 1
 
 
-@pytest.mark.parametrize("handover", [0, 50, 10**6])
-def test_scoring_and_explaining_from_vectors_read_what_the_model_says(handover: int) -> None:
+@pytest.mark.parametrize("expert", [False, True])
+def test_scoring_and_explaining_from_vectors_read_what_the_model_says(expert: bool) -> None:
     """score_vector and contributions_vector (the per-event paths, with their cached terms and the terms of
     zero features worked out once) give exactly predict_proba_one's and contributions' numbers."""
-    rng = random.Random(handover)
+    rng = random.Random(int(expert))
     names = FEATURE_NAMES
-    m = RiskModel(handover_defaults=handover)
+    m = RiskModel(expert=expert)
 
     def draw() -> list[float]:
         return [0 if rng.random() < 0.5 else rng.uniform(-3.0, 8.0) for _ in names]
