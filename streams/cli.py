@@ -410,6 +410,62 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_policy(args: argparse.Namespace) -> int:
+    """Preview a policy update on the accounts as they stand (a running deployment, or a replayed log); push it."""
+    import asyncio
+    import time
+
+    from riskmon.models.codec import format_ts
+    from riskmon.models.policy_diff import policy_diff
+    from riskmon.streams.policy_push import policy_in_force, push_policy, running_states, update_event
+
+    new = load_policy(args.new)
+    if args.action == "diff" and args.log:
+        from riskmon.models.engine import Engine
+        from riskmon.streams.replay import ReplaySummary, read_log
+
+        _check_log(args.log)
+        policy, spec = _judging(args)
+        model, model_base = _model(args, spec)
+        with open(args.log, "rb") as f:
+            log = sorted(read_log(f, ReplaySummary(), None), key=lambda e: e[0])
+        engine = Engine(_partitions(args), policy, spec=spec, model=model, model_base=model_base)
+        for _, ev in log:
+            try:
+                engine.process(ev)
+            except Rejected:
+                continue
+        end = log[-1][1].ts if log else 0
+        diff = policy_diff(engine.states.values(), engine.monitors[0].policy_at(end), new)
+        where = f"the accounts of {args.log} at its end"
+    else:
+        settings = _settings()
+        bootstrap = _bootstrap(settings)
+
+        async def read() -> tuple[list[Any], Policy]:
+            return await running_states(settings, bootstrap), await policy_in_force(settings, bootstrap)
+
+        states, current = asyncio.run(read())
+        diff = policy_diff(states, current, new)
+        where = f"the {len(states)} accounts of the deployment {settings.app_id} on {bootstrap} as they stand"
+    print(f"policy: judged on {where}", file=sys.stderr)
+    for line in diff.lines():
+        print(line)
+    if args.action == "diff":
+        return 0
+    if diff.refused and not args.force:
+        print(f"riskmon: policy {new.version} refused: it would close {diff.closures} lines at once, the breaker allows "
+              f"{diff.allowed_closures} (more than breaker.max_share of the open accounts); --force sends it anyway",
+              file=sys.stderr)
+        return 1
+    now = int(time.time() * 1000)
+    event = update_event(new, args.event_id or f"policy-{new.version}-{now}", args.at or format_ts(now))
+    asyncio.run(push_policy(settings, bootstrap, event))
+    print(f"policy: {new.version} sent to {settings.input_topics['control']} as {event['event_id']}, in force from "
+          f"{event['ts']}" + (" (forced past the breaker)" if diff.refused else ""), file=sys.stderr)
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from riskmon.streams.tools.train import train
 
@@ -518,6 +574,18 @@ def build_parser() -> argparse.ArgumentParser:
     _judging_args(t, many_policies=True)
     t.add_argument("--html", help="also write the comparison as an HTML page here")
     t.set_defaults(func=_cmd_backtest)
+
+    y = sub.add_parser("policy", help="preview a policy update on the accounts as they stand, or push it to the workers")
+    y.add_argument("action", choices=["diff", "push"], help="diff: what it would do at once; push: send it (refused if "
+                                                            "it would close more lines than the breaker allows)")
+    y.add_argument("new", help="the new policy TOML")
+    y.add_argument("--log", help="diff: judge on the accounts of this log replayed (default: the running deployment's, "
+                                 "from RISKMON_BROKER_URL)")
+    _judging_args(y)
+    y.add_argument("--force", action="store_true", help="push: send it even if the breaker would refuse it")
+    y.add_argument("--at", help="push: event time it takes effect (RFC 3339; default: now)")
+    y.add_argument("--event-id", help="push: default policy-VERSION-<ms>; resending one id applies it once")
+    y.set_defaults(func=_cmd_policy)
 
     n = sub.add_parser("train", help="learn a model from a labelled event log, to start workers and replay from")
     n.add_argument("events", help="JSONL event log with statements and their outcomes")

@@ -1,0 +1,75 @@
+"""`riskmon policy diff|push` against a running deployment on a real broker."""
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import time
+
+import orjson
+import pytest
+
+from riskmon.models.codec import decode
+from riskmon.models.engine import Engine
+from riskmon.models.events import PolicyUpdate, event_order
+from riskmon.models.policy import default_policy, load_policy
+from riskmon.models.policy_diff import policy_diff
+from riskmon.models.simulate import simulate
+from riskmon.streams.broker import EmbeddedBroker
+from riskmon.streams.cli import main
+from riskmon.streams.policy_push import read_topic, running_states
+from riskmon.streams.produce import produce
+
+from .conftest import Cluster, diff, replay_decisions, write_log
+
+pytestmark = pytest.mark.integration
+
+TIGHT = 'version = "tight-1"\n[dpd]\nlimit = 11\nfreeze = 21\nclose = 31\n'
+
+
+def test_a_push_that_would_close_more_than_the_breaker_allows_is_refused_unless_forced(
+        broker: EmbeddedBroker, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    events, _ = simulate(300, 120, seed=23)
+    log = write_log(tmp_path / "ev.jsonl", events)
+    expected = replay_decisions(log)
+    cluster = Cluster(broker, tmp_path)
+    for k, v in cluster.settings.to_env().items():
+        monkeypatch.setenv(k, v)
+    policy = tmp_path / "tight.toml"
+    policy.write_text(TIGHT)
+    try:
+        asyncio.run(produce(log, cluster.settings, cluster.bootstrap))
+        cluster.start_worker()
+        got, _ = cluster.decisions(len(expected))
+        assert sorted(got) == sorted(expected), diff(got, expected)
+
+        # The deployment's accounts as they stand are replay's final states, once the last snapshot is written.
+        engine = Engine(cluster.settings.partitions)
+        for ev in sorted((decode(orjson.dumps(e)) for e in events), key=lambda e: event_order(e.ts, e.type, 0)):
+            engine.process(ev)
+        deadline = time.monotonic() + 30
+        while True:
+            states = asyncio.run(running_states(cluster.settings, cluster.bootstrap))
+            if sorted(states, key=lambda s: s["id"]) == sorted(engine.states.values(), key=lambda s: s["id"]):
+                break
+            assert time.monotonic() < deadline, f"{len(states)} states read, {len(engine.states)} expected"
+            time.sleep(1)
+        expected_diff = policy_diff(engine.states.values(), default_policy(), load_policy(policy))
+        assert expected_diff.refused and expected_diff.closures > 0
+
+        assert main(["policy", "diff", str(policy)]) == 0
+        assert capsys.readouterr().out.splitlines() == expected_diff.lines()
+        assert main(["policy", "push", str(policy)]) == 1
+        err = capsys.readouterr().err
+        assert (f"refused: it would close {expected_diff.closures} lines at once, the breaker allows "
+                f"{expected_diff.allowed_closures}") in err
+        control = cluster.settings.input_topics["control"]
+        assert asyncio.run(read_topic(cluster.settings, cluster.bootstrap, control)) == [], "nothing was sent"
+
+        assert main(["policy", "push", str(policy), "--force", "--event-id", "push-tight-1"]) == 0
+        assert "forced past the breaker" in capsys.readouterr().err
+        sent = [decode(r.value) for r in asyncio.run(read_topic(cluster.settings, cluster.bootstrap, control))]
+        assert len(sent) == 1 and isinstance(sent[0], PolicyUpdate) and sent[0].event_id == "push-tight-1"
+        assert default_policy().updated(sent[0].thresholds, sent[0].policy_version) == load_policy(policy)
+    finally:
+        cluster.stop()
