@@ -24,13 +24,15 @@ import orjson
 
 from .errors import RejectReason, Rejected
 from .units import DAY_MS
-from .vocabulary import GUARDABLE
+from .vocabulary import GUARDABLE, STATUSES
 from .events import (
     CASH_FLOW_KINDS,
     CONTROL_TYPES,
     CURRENCIES,
     EVENT_TYPES,
+    REVIEW_OUTCOMES,
     TRANSACTION_TYPES,
+    Review,
     AccountOpened,
     BalanceReport,
     BreakerCommand,
@@ -270,6 +272,20 @@ def _breaker_command(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> 
     return BreakerCommand(t, eid, ts, command, action, _text(o, "note", ""))
 
 
+def _review(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
+    outcome = _req(o, "outcome")
+    if outcome not in REVIEW_OUTCOMES:
+        raise Rejected(RejectReason.WRONG_TYPE, f"field 'outcome' must be {', '.join(repr(x) for x in REVIEW_OUTCOMES)}")
+    state = o.get("state")
+    if outcome == "hold":
+        if state not in STATUSES:
+            raise Rejected(RejectReason.WRONG_TYPE, f"a hold needs field 'state': one of {', '.join(STATUSES)}")
+    elif state is not None:
+        raise Rejected(RejectReason.WRONG_TYPE, f"field 'state' belongs to a hold, not a {outcome}")
+    return Review(t, eid, aid, ts, outcome, state or ("normal" if outcome == "reinstate" else ""), _text(o, "reviewer"),
+                  _text(o, "note", ""))
+
+
 _BUILDERS: dict[str, Callable[[dict[str, Any], str, str, str, int], Event]] = {
     **{t: _transaction for t in TRANSACTION_TYPES},
     "inflow": _cash_flow,
@@ -281,6 +297,7 @@ _BUILDERS: dict[str, Callable[[dict[str, Any], str, str, str, int], Event]] = {
     "dpd_report": _dpd_report,
     "account_opened": _account_opened,
     "limit_changed": _limit_changed,
+    "review": _review,
     "policy_update": _policy_update,
     "breaker_command": _breaker_command,
 }

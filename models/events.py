@@ -26,6 +26,8 @@ __all__ = [
     "DpdReport",
     "AccountOpened",
     "LimitChanged",
+    "Review",
+    "REVIEW_OUTCOMES",
     "PolicyUpdate",
     "BreakerCommand",
     "ControlEvent",
@@ -42,7 +44,9 @@ TRANSACTION_TYPES = ("drawdown", "purchase", "refund", "limit_request")
 # transactions topic): what came in, what went out, what the bank charged, and its balance.
 CASH_FLOW_TYPES = ("inflow", "outflow", "charge", "balance_report")
 REPAYMENT_TYPES = ("instalment_due", "payment", "dpd_report")
-LIFECYCLE_TYPES = ("account_opened", "limit_changed")
+LIFECYCLE_TYPES = ("account_opened", "limit_changed", "review")
+# What a reviewer may decide on one account: put it back to normal, set it at a state, or confirm where it is.
+REVIEW_OUTCOMES = ("reinstate", "hold", "confirm")
 CONTROL_TYPES = ("policy_update", "breaker_command")
 EVENT_TYPES = TRANSACTION_TYPES + CASH_FLOW_TYPES + REPAYMENT_TYPES + LIFECYCLE_TYPES + CONTROL_TYPES
 # What each cash-flow type's ``kind`` may be ("other" when a ledger has no finer code).
@@ -214,7 +218,22 @@ class BreakerCommand:
     account_id: str = "control"
 
 
-AccountEvent = Union[Transaction, CashFlow, BalanceReport, InstalmentDue, Payment, DpdReport, AccountOpened, LimitChanged]
+@dataclass(frozen=True, slots=True)
+class Review:
+    """A person's decision on one account, after looking at it: it stands over the automatic policy for a while."""
+
+    type: str
+    event_id: str
+    account_id: str
+    ts: int
+    outcome: str  # one of REVIEW_OUTCOMES
+    state: str  # the state the account is set at (reinstate: normal; confirm: where it is, read when applied)
+    reviewer: str
+    note: str
+
+
+AccountEvent = Union[Transaction, CashFlow, BalanceReport, InstalmentDue, Payment, DpdReport, AccountOpened, LimitChanged,
+                     Review]
 ControlEvent = Union[PolicyUpdate, BreakerCommand]
 Event = Union[AccountEvent, ControlEvent]
 

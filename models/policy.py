@@ -107,6 +107,13 @@ class ArrearsRules:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewRules:
+    """What a reviewer's decision on an account (a ``review`` event) holds off."""
+
+    protect_days: float  # no automatic escalation beyond the reviewed state for this long, unless arrears grow
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerRules:
     """The mass-action breaker (models/breaker.py); one 0/1 switch per guardable action."""
 
@@ -125,6 +132,7 @@ class BreakerRules:
 _SECTIONS: dict[str, type[Any]] = {
     "dpd": DpdRules, "score": ScoreRules, "velocity": VelocityRules, "utilisation": UtilisationRules,
     "behaviour": BehaviourRules, "recovery": RecoveryRules, "arrears": ArrearsRules, "breaker": BreakerRules,
+    "review": ReviewRules,
 }
 
 
@@ -141,6 +149,7 @@ class Policy:
     recovery: RecoveryRules
     arrears: ArrearsRules
     breaker: BreakerRules
+    review: ReviewRules
 
     @classmethod
     def from_flat(cls, version: str, flat: dict[str, Any]) -> Policy:

@@ -93,6 +93,9 @@ class AccountState(TypedDict):
     cb: float | None
     line: int
     hold: NotRequired[list[Any]]
+    # A reviewer's decision in force (riskmon.models.step._review): [until (event time), the state it set,
+    # missed instalments then, arrears bucket then]; gone once it lapses or the arrears grow.
+    rv: NotRequired[list[Any]]
 
 
 def new_state(account_id: str, currency: str, opened_ts: int, limit: int, spec: FeatureSpec | None = None,

@@ -20,7 +20,7 @@ from .early_warning import next_state, score_drivers
 from .errors import RejectReason, Rejected
 from .events import (
     AccountEvent, AccountOpened, BalanceReport, BreakerCommand, CashFlow, DpdReport, InstalmentDue, LimitChanged, Payment,
-    Transaction,
+    Review, Transaction,
 )
 from .features import rounded, vector
 from .featurespec import FeatureSpec, default_spec
@@ -32,7 +32,7 @@ from .state import (
 )
 from .units import DAY_MS
 from .velocity import INDEX
-from .vocabulary import BREAKER_ACTIONS, SEVERITY, STATES, action_for, cap_for
+from .vocabulary import BREAKER_ACTIONS, REVIEWED, SEVERITY, STATES, action_for, cap_for
 
 __all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "event_hash", "RECENT_IDS", "MAX_OPEN_INSTALMENTS"]
 
@@ -156,7 +156,15 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
         s["inst"][-1][I_SCORE] = round(score, 6) if ctx.model_ready else None
         s["inst"][-1][I_X] = x
 
+    if isinstance(event, Review):
+        return _review(s, event, ctx, score, result)
+    rv = s.get("rv")
+    if rv is not None and (now >= rv[0] or _arrears(s) > (rv[2], rv[3])):
+        del s["rv"]  # the reviewer's decision lapsed, or the arrears grew since
+        rv = None
     move = next_state(ctx.policy, s, score, ctx.model_ready)
+    if move is not None and rv is not None and SEVERITY[move[0]] > SEVERITY[rv[1]]:
+        return result  # a reviewer set this line here: no automatic escalation beyond it for now
     if move is not None:
         new, reasons = move
         prev = s["status"]
@@ -184,6 +192,45 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
         s["status"], s["since"] = new, now
         _set_cap(s, new, ctx.policy)
         result.decisions.append(_decision(s, ctx, event.event_id, event.ts, action, prev, new, score, tuple(reasons)))
+    return result
+
+
+def _arrears(s: AccountState) -> tuple[int, int]:
+    """How far behind a line is, coarsely: instalments missed, and its days-past-due bucket (0, 1-30, ..., 90+).
+    Arrears that merely age within a bucket do not grow; another missed instalment or a worse bucket does."""
+    return s["missed"], min((s["dpd"] + 29) // 30, 4)
+
+
+def _review(s: AccountState, e: Review, ctx: Context, score: float, result: StepResult) -> StepResult:
+    """A reviewer's decision on the line: reinstate (normal), hold at a state, or confirm where it is.
+
+    Reinstate and hold stand over the policy for ``review.protect_days``: no automatic escalation
+    beyond the state they set, unless the arrears grow (:func:`_arrears`). A move the breaker held
+    on the line is dropped: the reviewer has decided it."""
+    now = s["ts"]
+    prev = s["status"]
+    target = prev if e.outcome == "confirm" else e.state
+    hold = s.pop("hold", None)
+    if hold is not None:
+        why = Reason("HOLD_REVIEWED", f"{hold[0]} held at {format_ts(hold[1])} (decision {hold[2]}) settled by review "
+                                      f"{e.event_id}", 0)
+        result.decisions.append(_decision(s, ctx, e.event_id, e.ts, HOLD_DROPPED, prev, prev, score, (why,)))
+    days = getattr(getattr(ctx.policy, "review", None), "protect_days", 30.0)  # a policy saved before the section
+    text = f"{e.outcome} ({target}) by {e.reviewer}" + (f": {e.note}" if e.note else "")
+    if e.outcome != "confirm" and days > 0:
+        until = now + int(days * DAY_MS)
+        s["rv"] = [until, target, *_arrears(s)]
+        text += f"; no automatic escalation beyond {target} until {format_ts(until)} unless the arrears grow"
+    else:
+        s.pop("rv", None)
+    if target != prev:
+        action = action_for(prev, target)
+        s["status"], s["since"] = target, now
+        _set_cap(s, target, ctx.policy)
+    else:
+        action = REVIEWED
+    result.decisions.append(_decision(s, ctx, e.event_id, e.ts, action, prev, target, score,
+                                      (Reason("MANUAL_REVIEW", text, 5),)))
     return result
 
 

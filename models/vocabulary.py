@@ -15,7 +15,7 @@ state any rule calls for, and steps down only when every rule is quiet.
 >>> action_for("normal", "frozen"), action_for("closed", "watch"), action_for("watch", "normal")
 ('freeze', 'reopen', 'clear')
 >>> ACTIONS
-('warning', 'limit_reduction', 'freeze', 'closure', 'reopen', 'clear', 'held', 'hold_dropped')
+('warning', 'limit_reduction', 'freeze', 'closure', 'reopen', 'clear', 'held', 'hold_dropped', 'reviewed')
 >>> GUARDABLE, HOLD_ACTION["closed"]
 (('closure', 'limit_reduction'), 'closure')
 """
@@ -26,7 +26,7 @@ from typing import Literal
 
 __all__ = [
     "ACTIONS", "BREAKER_ACTIONS", "Cap", "ESCALATION", "GUARDABLE", "HOLD_ACTION", "LineState", "POLICY_ACTIONS",
-    "SEVERITY", "STATES", "STATUSES", "STATE_OF_ACTION", "action_for", "cap_for",
+    "REVIEWED", "SEVERITY", "STATES", "STATUSES", "STATE_OF_ACTION", "action_for", "cap_for",
 ]
 
 # What a state does to the limit in force (the decision's ``limit_cap``):
@@ -55,13 +55,15 @@ STATES = (
 
 # A tripped breaker holds a move for review ("held"); a release then gives the move's own action, a drop this.
 BREAKER_ACTIONS = ("held", "hold_dropped")
+# A reviewer's decision that leaves the line where it is (one that moves it takes the move's own action).
+REVIEWED = "reviewed"
 
 STATUSES = tuple(s.name for s in STATES)
 SEVERITY = {s.name: i for i, s in enumerate(STATES)}
 ESCALATION = {i: s.escalation for i, s in enumerate(STATES) if s.escalation is not None}
 STATE_OF_ACTION = {s.escalation: s.name for s in STATES if s.escalation is not None}
 POLICY_ACTIONS = tuple(ESCALATION.values()) + tuple(dict.fromkeys(s.leave for s in reversed(STATES) if s.leave))
-ACTIONS = POLICY_ACTIONS + BREAKER_ACTIONS
+ACTIONS = POLICY_ACTIONS + BREAKER_ACTIONS + (REVIEWED,)
 # Most severe first: the order a person reads them in (and the codec's error message).
 GUARDABLE = tuple(s.escalation for s in reversed(STATES) if s.guardable and s.escalation)
 HOLD_ACTION = {s.name: s.escalation for s in STATES if s.guardable and s.escalation}

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from riskmon.models.errors import Rejected
 from riskmon.models.policy import Policy, load_policy
-from riskmon.models.vocabulary import GUARDABLE
+from riskmon.models.vocabulary import GUARDABLE, STATUSES
 from riskmon.streams.render import counted
 
 if TYPE_CHECKING:
@@ -289,39 +289,70 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_breaker(args: argparse.Namespace) -> int:
-    """Send a breaker_command to the control topic (every worker applies it in every partition it holds)."""
+def _send_and_wait(settings: "Settings", event: dict[str, Any], wait_s: float) -> list[dict[str, Any]]:
+    """Publish one event (to the topic its type travels on); print, and return, the decisions it causes
+    within ``wait_s``. A bad field is refused before anything is sent, with its reason."""
     import asyncio
     import tempfile
-    import time
 
-    from riskmon.models.codec import decode, dumps, format_ts
+    from riskmon.models.codec import decode, dumps
     from riskmon.streams.produce import produce
     from riskmon.streams.render import decision_line
     from riskmon.streams.tail import settled_by
 
-    settings = _settings()
+    decode(dumps(event))
     bootstrap = _bootstrap(settings)
-    now = int(time.time() * 1000)
-    event = {"type": "breaker_command", "event_id": args.event_id or f"breaker-{args.command}-{args.action}-{now}",
-             "ts": args.at or format_ts(now), "command": args.command, "action": args.action, "note": args.note}
-    decode(dumps(event))  # a bad --at or --note is refused here, with its reason
 
     async def send() -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "command.jsonl"
+            path = Path(tmp) / "event.jsonl"
             path.write_bytes(dumps(event) + b"\n")
-            return await settled_by(settings, bootstrap, event["event_id"], args.wait,
-                                    produce(path, settings, bootstrap))
+            return await settled_by(settings, bootstrap, event["event_id"], wait_s, produce(path, settings, bootstrap))
 
     settled = asyncio.run(send())
-    print(f"breaker: {args.command} {args.action} sent to {settings.input_topics['control']}, which every "
-          f"worker reads, as {event['event_id']} at {event['ts']}", file=sys.stderr)
     for d in settled:
         print(decision_line(d))
+    return settled
+
+
+def _cmd_breaker(args: argparse.Namespace) -> int:
+    """Send a breaker_command to the control topic (every worker applies it in every partition it holds)."""
+    import time
+
+    from riskmon.models.codec import format_ts
+
+    settings = _settings()
+    now = int(time.time() * 1000)
+    event = {"type": "breaker_command", "event_id": args.event_id or f"breaker-{args.command}-{args.action}-{now}",
+             "ts": args.at or format_ts(now), "command": args.command, "action": args.action, "note": args.note}
+    settled = _send_and_wait(settings, event, args.wait)
+    print(f"breaker: {args.command} {args.action} sent to {settings.input_topics['control']}, which every "
+          f"worker reads, as {event['event_id']} at {event['ts']}", file=sys.stderr)
     print(f"breaker: {len(settled)} held move{'' if len(settled) == 1 else 's'} "
           f"{'released' if args.command == 'release' else 'dropped'} within {args.wait:g} s"
           + ("" if settled else " (nothing was held, or no worker is running)"), file=sys.stderr)
+    return 0
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    """Send a reviewer's decision on one account (a review event, on the lifecycle topic keyed by the account)."""
+    import getpass
+    import time
+
+    from riskmon.models.codec import format_ts
+
+    settings = _settings()
+    now = int(time.time() * 1000)
+    outcome = "reinstate" if args.reinstate else "confirm" if args.confirm else "hold"
+    event: dict[str, Any] = {"type": "review", "event_id": args.event_id or f"review-{args.account}-{now}",
+                             "account_id": args.account, "ts": args.at or format_ts(now), "outcome": outcome,
+                             "reviewer": args.reviewer or getpass.getuser(), "note": args.note}
+    if args.hold:
+        event["state"] = args.hold
+    decisions = _send_and_wait(settings, event, args.wait)
+    print(f"review: {outcome} of {args.account} sent as {event['event_id']} at {event['ts']}; "
+          f"{len(decisions)} decision{'' if len(decisions) == 1 else 's'} within {args.wait:g} s"
+          + ("" if decisions else " (the account is unknown, or no worker is running)"), file=sys.stderr)
     return 0
 
 
@@ -549,6 +580,20 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--wait", type=float, default=10.0,
                    help="seconds to wait for the decisions the command settles, printed as they come (default 10)")
     k.set_defaults(func=_cmd_breaker)
+
+    v = sub.add_parser("review", help="record a reviewer's decision on one account: reinstate, hold at a state, or confirm")
+    v.add_argument("account")
+    what = v.add_mutually_exclusive_group(required=True)
+    what.add_argument("--reinstate", action="store_true", help="back to normal, protected from automatic escalation "
+                                                               "for the policy's review.protect_days unless the arrears grow")
+    what.add_argument("--hold", choices=STATUSES, help="set at this state, protected likewise")
+    what.add_argument("--confirm", action="store_true", help="leave it where it is (a 'reviewed' decision)")
+    v.add_argument("--note", required=True, help="why (kept in the decision's reason; at most 128 characters)")
+    v.add_argument("--reviewer", help="who (default: the login name)")
+    v.add_argument("--at", help="event time it takes effect (RFC 3339; default: now)")
+    v.add_argument("--event-id", help="default: review-ACCOUNT-<ms>; resending one id applies it once")
+    v.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the decision it causes (default 10)")
+    v.set_defaults(func=_cmd_review)
 
     o = sub.add_parser("produce", help="publish a JSONL event log to the input topics")
     o.add_argument("events")

@@ -148,3 +148,41 @@ def test_a_worker_started_from_a_model_file_gives_replays_decisions_across_a_kil
         cluster.stop()
     account({"events": len(events), "expected": expected, "got": got, "repeats": repeats},
             f"warm-started worker kill -9 after {len(partial)} decisions, restarted")
+
+
+def test_a_reviewers_reinstatement_survives_a_kill_9_and_equals_replay(
+        broker: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from riskmon.models.codec import format_ts, parse_ts
+    from riskmon.streams.cli import main
+
+    events, _ = simulate(300, 90, 29)
+    plain = write_log(tmp_path / "plain.jsonl", events)
+    closures = [orjson.loads(d) for d in replay_decisions(plain) if orjson.loads(d)["action"] == "closure"]
+    assert closures, "the log closes some line to reinstate"
+    first = closures[0]
+    review = {"type": "review", "event_id": "review-1", "account_id": first["account_id"],
+              "ts": format_ts(parse_ts(first["event_ts"]) + 3_600_000), "outcome": "reinstate",
+              "reviewer": "j.chen", "note": "closed in error"}
+    log = write_log(tmp_path / "ev.jsonl", sorted([*events, review], key=lambda e: parse_ts(e["ts"])))
+    expected = replay_decisions(log)
+    mine = [orjson.loads(d) for d in expected if orjson.loads(d)["cause_event_id"] == "review-1"]
+    assert [(d["action"], d["reasons"][0]["code"]) for d in mine] == [("reopen", "MANUAL_REVIEW")]
+    cluster = Cluster(broker, tmp_path)
+    for k, v in cluster.settings.to_env().items():
+        monkeypatch.setenv(k, v)
+    try:
+        asyncio.run(produce(log, cluster.settings, cluster.bootstrap))
+        w = cluster.start_worker()
+        partial, _ = cluster.decisions(len(expected) // 2, timeout_s=120)
+        cluster.kill9(w)
+        cluster.start_worker(slot=0)
+        got, repeats = cluster.decisions(len(expected))
+        account({"events": len(events) + 1, "expected": expected, "got": got, "repeats": repeats},
+                f"reviewed log, worker kill -9 after {len(partial)} decisions, restarted")
+        # The command line sends one review and prints the decision it causes.
+        assert main(["review", first["account_id"], "--confirm", "--note", "checked again", "--reviewer", "a.li",
+                     "--event-id", "review-2", "--at", "2025-06-01T00:00:00Z", "--wait", "60"]) == 0
+        out = capsys.readouterr()
+        assert "reviewed" in out.out and "MANUAL_REVIEW" in out.out and "1 decision within" in out.err
+    finally:
+        cluster.stop()

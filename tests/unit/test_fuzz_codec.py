@@ -24,6 +24,7 @@ GOOD = {
     "dpd_report": {"days_past_due": 3},
     "account_opened": {"limit": 1000, "currency": "CNY", "attributes": {"age": 30}},
     "limit_changed": {"limit": 2000, "reason": "review"},
+    "review": {"outcome": "hold", "state": "limit_reduced", "reviewer": "j.chen", "note": "keep a reduced line"},
     "policy_update": {"policy_version": "v2", "thresholds": {"score.watch": 0.3}},
     "breaker_command": {"command": "release", "action": "closure", "note": "reviewed by J. Li"},
 }
