@@ -119,7 +119,11 @@ def load_model(path: str | Path, features: tuple[str, ...] | None = None) -> tup
             f"model file {path} was trained on feature specification {info.feature_spec!r}, not the one in force "
             f"(missing: {', '.join(missing) or 'none'}; not in force: {', '.join(extra) or 'none'}; or another order): "
             f"train it again with these features")
-    model = pickle.loads(blob)  # noqa: S301 - a model file is configuration (see the module's docstring)
+    try:
+        model = pickle.loads(blob)  # noqa: S301 - a model file is configuration (see the module's docstring)
+    except Exception as exc:  # a file from another riskmon, or one written wrong: said in one line
+        raise ModelFileError(f"model file {path}: cannot be read by this riskmon ({type(exc).__name__}: "
+                             f"{str(exc)[:80]}); train it again") from None
     if not isinstance(model, RiskModel):
         raise ModelFileError(f"model file {path}: holds a {type(model).__name__}, not a RiskModel")
     return model, info

@@ -129,6 +129,8 @@ class BreakerRules:
         return action in GUARDABLE and getattr(self, action) >= 1
 
 
+_REVIEW_BEFORE = ReviewRules(protect_days=30.0)  # what a policy saved before the section reads
+
 _SECTIONS: dict[str, type[Any]] = {
     "dpd": DpdRules, "score": ScoreRules, "velocity": VelocityRules, "utilisation": UtilisationRules,
     "behaviour": BehaviourRules, "recovery": RecoveryRules, "arrears": ArrearsRules, "breaker": BreakerRules,
@@ -150,6 +152,19 @@ class Policy:
     arrears: ArrearsRules
     breaker: BreakerRules
     review: ReviewRules
+
+    def __getstate__(self) -> list[Any]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def __setstate__(self, state: list[Any]) -> None:
+        """Also a policy pickled (in a partition's snapshot) before the review section: it takes the
+        section's shipped value, as a policy file that does not name a key does."""
+        names = [f.name for f in fields(self)]
+        values = list(state)
+        if len(values) == len(names) - 1 and names[-1] == "review":
+            values.append(_REVIEW_BEFORE)
+        for name, value in zip(names, values, strict=True):
+            object.__setattr__(self, name, value)
 
     @classmethod
     def from_flat(cls, version: str, flat: dict[str, Any]) -> Policy:
@@ -208,6 +223,8 @@ class Policy:
                 problems.append(f"score.{level}_exit must be in 0..score.{level} <= 1 (hysteresis)")
         if not u.watch_exit <= u.watch:
             problems.append("utilisation.watch_exit must not exceed utilisation.watch")
+        if not 0 <= self.review.protect_days <= 3650:
+            problems.append("review.protect_days must be in 0..3650")
         if not 0 <= self.arrears.materiality_share < 0.5:
             problems.append("arrears.materiality_share must be in [0, 0.5)")
         if not 0 < v.exit_factor <= 1:

@@ -4,7 +4,8 @@ A policy update takes effect from its event time; each account is judged under i
 event. Judged now, on each account's state as it stands (its last score, its arrears and
 counters as of its last event), the accounts whose move under the new policy differs from their
 move under the policy in force are the ones the update itself moves "at once": they are counted
-by (from, to) state, escalations apart from relief.
+by (from, to) state, escalations apart from relief. A reviewer's decision in force on an account
+(:func:`riskmon.models.step.review_blocks`) holds under either policy.
 
 Closures are what the mass-action breaker guards (:mod:`riskmon.models.breaker`). Its share rule
 holds more than ``breaker.max_share`` of the open accounts closed in one window (with at least
@@ -30,6 +31,7 @@ from typing import Iterable
 from .early_warning import next_state
 from .policy import Policy
 from .state import AccountState
+from .step import review_blocks
 from .vocabulary import SEVERITY
 
 __all__ = ["PolicyDiff", "policy_diff"]
@@ -84,11 +86,11 @@ def policy_diff(states: Iterable[AccountState], current: Policy, new: Policy, mo
             continue  # a current account whose credit line has not opened
         d.accounts += 1
         d.open_accounts += s["status"] != "closed"
-        now = next_state(current, s, s["score"], model_ready)
-        then = next_state(new, s, s["score"], model_ready)
-        target = then[0] if then is not None else s["status"]
-        if target != (now[0] if now is not None else s["status"]) and target != s["status"]:
-            d.moves[(s["status"], target)] += 1
+        stays = s["status"]
+        now, then = (next_state(p, s, s["score"], model_ready) for p in (current, new))
+        target = then[0] if then is not None and not review_blocks(s, then[0]) else stays
+        if target != stays and target != (now[0] if now is not None and not review_blocks(s, now[0]) else stays):
+            d.moves[(stays, target)] += 1
     rules = current.breaker if current.breaker.guards("closure") else new.breaker
     if rules.guards("closure"):
         d.allowed_closures = max(int(rules.min_count) - 1, math.floor(rules.max_share * d.open_accounts))

@@ -201,7 +201,10 @@ class RiskModel(base.Classifier):
         return float(z) - math.log(self._positive_weight())
 
     def _learned_share(self) -> float:
-        return 1.0 if self._handed else 0.0
+        if self._handed:
+            return 1.0
+        # A model saved under the count rule scores with its blend until the first comparison.
+        return float(self.__dict__.get("_legacy_share", 0.0))
 
     @property
     def handed_over(self) -> bool:
@@ -222,16 +225,17 @@ class RiskModel(base.Classifier):
         auc_expert = roc_auc(ys, [e[2] for e in self._evidence])
         assert auc_learned is not None and auc_expert is not None  # both classes are there
         self.handover_judged = (auc_learned, auc_expert)
-        handed = auc_learned > auc_expert if not self._handed else auc_learned >= auc_expert - HANDBACK_MARGIN
-        if handed != self._handed:
-            self._handed = handed
-            self._fast = None
+        self._handed = auc_learned > auc_expert if not self._handed else auc_learned >= auc_expert - HANDBACK_MARGIN
+        self.__dict__.pop("_legacy_share", None)
+        self._fast = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if "handover_defaults" in state:  # saved before the handover on evidence: a count of 100 defaults
+        if "handover_defaults" in state:  # saved before the handover on evidence: a blend up to a count of defaults
             n = state.pop("handover_defaults")
             state.update(expert=n > 0, _handed=n <= 0 or state["_n_pos"] >= n,
                          _evidence=deque(maxlen=HANDOVER_WINDOW), handover_judged=(None, None))
+            if 0 < state["_n_pos"] < n:
+                state["_legacy_share"] = state["_n_pos"] / n
         self.__dict__.update(state)
 
     def predict_proba_one(self, x: Features, **kwargs: Any) -> dict[bool | str | int, float]:

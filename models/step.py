@@ -10,6 +10,7 @@ came before it. Without a breaker the step is a pure function.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 from dataclasses import dataclass, field
 
 from .breaker import Breaker
@@ -34,7 +35,8 @@ from .units import DAY_MS
 from .velocity import INDEX
 from .vocabulary import BREAKER_ACTIONS, REVIEWED, SEVERITY, STATES, action_for, cap_for
 
-__all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "event_hash", "RECENT_IDS", "MAX_OPEN_INSTALMENTS"]
+__all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "event_hash", "review_blocks", "review_in_force",
+           "RECENT_IDS", "MAX_OPEN_INSTALMENTS"]
 
 RECENT_IDS = 16
 MAX_OPEN_INSTALMENTS = 12
@@ -158,12 +160,10 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
 
     if isinstance(event, Review):
         return _review(s, event, ctx, score, result)
-    rv = s.get("rv")
-    if rv is not None and (now >= rv[0] or _arrears(s) > (rv[2], rv[3])):
+    if "rv" in s and review_in_force(s) is None:
         del s["rv"]  # the reviewer's decision lapsed, or the arrears grew since
-        rv = None
     move = next_state(ctx.policy, s, score, ctx.model_ready)
-    if move is not None and rv is not None and SEVERITY[move[0]] > SEVERITY[rv[1]]:
+    if move is not None and review_blocks(s, move[0]):
         return result  # a reviewer set this line here: no automatic escalation beyond it for now
     if move is not None:
         new, reasons = move
@@ -195,6 +195,20 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
     return result
 
 
+def review_in_force(s: AccountState) -> list[Any] | None:
+    """The reviewer's decision standing over the policy on this line at its clock (see :func:`_review`), if any."""
+    rv = s.get("rv")
+    if rv is None or s["ts"] >= rv[0] or _arrears(s) > (rv[2], rv[3]):
+        return None
+    return rv
+
+
+def review_blocks(s: AccountState, target: str) -> bool:
+    """Whether a reviewer's decision in force keeps the line from moving up to ``target`` automatically."""
+    rv = review_in_force(s)
+    return rv is not None and SEVERITY[target] > SEVERITY[rv[1]]
+
+
 def _arrears(s: AccountState) -> tuple[int, int]:
     """How far behind a line is, coarsely: instalments missed, and its days-past-due bucket (0, 1-30, ..., 90+).
     Arrears that merely age within a bucket do not grow; another missed instalment or a worse bucket does."""
@@ -204,9 +218,10 @@ def _arrears(s: AccountState) -> tuple[int, int]:
 def _review(s: AccountState, e: Review, ctx: Context, score: float, result: StepResult) -> StepResult:
     """A reviewer's decision on the line: reinstate (normal), hold at a state, or confirm where it is.
 
-    Reinstate and hold stand over the policy for ``review.protect_days``: no automatic escalation
-    beyond the state they set, unless the arrears grow (:func:`_arrears`). A move the breaker held
-    on the line is dropped: the reviewer has decided it."""
+    Each stands over the policy for ``review.protect_days``: no automatic escalation beyond the
+    state it leaves the line in, unless the arrears grow (:func:`_arrears`). A move the breaker held
+    on the line is dropped: the reviewer has decided it (a confirmation keeps the line where it is,
+    and the protection keeps the same move from being held again at the next event)."""
     now = s["ts"]
     prev = s["status"]
     target = prev if e.outcome == "confirm" else e.state
@@ -215,9 +230,9 @@ def _review(s: AccountState, e: Review, ctx: Context, score: float, result: Step
         why = Reason("HOLD_REVIEWED", f"{hold[0]} held at {format_ts(hold[1])} (decision {hold[2]}) settled by review "
                                       f"{e.event_id}", 0)
         result.decisions.append(_decision(s, ctx, e.event_id, e.ts, HOLD_DROPPED, prev, prev, score, (why,)))
-    days = getattr(getattr(ctx.policy, "review", None), "protect_days", 30.0)  # a policy saved before the section
+    days = ctx.policy.review.protect_days
     text = f"{e.outcome} ({target}) by {e.reviewer}" + (f": {e.note}" if e.note else "")
-    if e.outcome != "confirm" and days > 0:
+    if days > 0 and target != STATES[-1].name:  # nothing lies beyond a closed line
         until = now + int(days * DAY_MS)
         s["rv"] = [until, target, *_arrears(s)]
         text += f"; no automatic escalation beyond {target} until {format_ts(until)} unless the arrears grow"

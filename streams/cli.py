@@ -315,6 +315,13 @@ def _send_and_wait(settings: "Settings", event: dict[str, Any], wait_s: float) -
     return settled
 
 
+def _event_id(text: str) -> str:
+    """A default event id from ``text``: the characters an id may hold, at most 64 of them."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._:\-]", "-", text)[:64]
+
+
 def _cmd_breaker(args: argparse.Namespace) -> int:
     """Send a breaker_command to the control topic (every worker applies it in every partition it holds)."""
     import time
@@ -344,7 +351,7 @@ def _cmd_review(args: argparse.Namespace) -> int:
     settings = _settings()
     now = int(time.time() * 1000)
     outcome = "reinstate" if args.reinstate else "confirm" if args.confirm else "hold"
-    event: dict[str, Any] = {"type": "review", "event_id": args.event_id or f"review-{args.account}-{now}",
+    event: dict[str, Any] = {"type": "review", "event_id": args.event_id or _event_id(f"review-{now}-{args.account}"),
                              "account_id": args.account, "ts": args.at or format_ts(now), "outcome": outcome,
                              "reviewer": args.reviewer or getpass.getuser(), "note": args.note}
     if args.hold:
@@ -446,11 +453,13 @@ def _cmd_policy(args: argparse.Namespace) -> int:
     import asyncio
     import time
 
-    from riskmon.models.codec import format_ts
+    from riskmon.models.codec import format_ts, parse_ts
     from riskmon.models.policy_diff import policy_diff
     from riskmon.streams.policy_push import policy_in_force, push_policy, running_states, update_event
 
     new = load_policy(args.new)
+    now = int(time.time() * 1000)
+    at = args.at or format_ts(now)
     if args.action == "diff" and args.log:
         from riskmon.models.engine import Engine
         from riskmon.streams.replay import ReplaySummary, read_log
@@ -474,7 +483,7 @@ def _cmd_policy(args: argparse.Namespace) -> int:
         bootstrap = _bootstrap(settings)
 
         async def read() -> tuple[list[Any], Policy]:
-            return await running_states(settings, bootstrap), await policy_in_force(settings, bootstrap)
+            return await running_states(settings, bootstrap), await policy_in_force(settings, bootstrap, parse_ts(at, "--at"))
 
         states, current = asyncio.run(read())
         diff = policy_diff(states, current, new)
@@ -489,8 +498,7 @@ def _cmd_policy(args: argparse.Namespace) -> int:
               f"{diff.allowed_closures} (more than breaker.max_share of the open accounts); --force sends it anyway",
               file=sys.stderr)
         return 1
-    now = int(time.time() * 1000)
-    event = update_event(new, args.event_id or f"policy-{new.version}-{now}", args.at or format_ts(now))
+    event = update_event(new, args.event_id or _event_id(f"policy-{now}-{new.version}"), at)
     asyncio.run(push_policy(settings, bootstrap, event))
     print(f"policy: {new.version} sent to {settings.input_topics['control']} as {event['event_id']}, in force from "
           f"{event['ts']}" + (" (forced past the breaker)" if diff.refused else ""), file=sys.stderr)
@@ -628,7 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "from RISKMON_BROKER_URL)")
     _judging_args(y)
     y.add_argument("--force", action="store_true", help="push: send it even if the breaker would refuse it")
-    y.add_argument("--at", help="push: event time it takes effect (RFC 3339; default: now)")
+    y.add_argument("--at", help="event time it takes effect, and the policy in force then is the one compared "
+                                "(RFC 3339; default: now)")
     y.add_argument("--event-id", help="push: default policy-VERSION-<ms>; resending one id applies it once")
     y.set_defaults(func=_cmd_policy)
 

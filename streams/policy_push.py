@@ -18,6 +18,7 @@ import orjson
 from riskmon.models.codec import decode, dumps
 from riskmon.models.errors import Rejected
 from riskmon.models.events import PolicyUpdate
+from riskmon.models.monitor import Monitor
 from riskmon.models.policy import Policy, default_policy, load_policy
 from riskmon.models.state import AccountState
 
@@ -77,27 +78,19 @@ async def running_states(settings: Settings, bootstrap: str) -> list[AccountStat
     return [orjson.loads(v) for v in latest.values() if v]
 
 
-async def policy_in_force(settings: Settings, bootstrap: str) -> Policy:
-    """The configured policy with every update on the control topic applied, in event-time order."""
-    policy = load_policy(settings.policy_file) if settings.policy_file else default_policy()
-    updates = []
+async def policy_in_force(settings: Settings, bootstrap: str, at_ms: int) -> Policy:
+    """The policy the workers have in force at event time ``at_ms``: the configured one with the updates on
+    the control topic applied as a worker applies them (in offset order, each to the policy in force at its
+    own event time: :meth:`riskmon.models.monitor.Monitor.control`)."""
+    monitor = Monitor("policy", load_policy(settings.policy_file) if settings.policy_file else default_policy())
     for r in await read_topic(settings, bootstrap, settings.input_topics["control"]):
         try:
             ev = decode(r.value)
+            if isinstance(ev, PolicyUpdate):
+                monitor.control(ev)
         except Rejected:
             continue  # refused by the workers too (dead-lettered)
-        if isinstance(ev, PolicyUpdate):
-            updates.append(((ev.ts, r.offset), ev))
-    seen: set[str] = set()
-    for _, ev in sorted(updates, key=lambda u: u[0]):
-        if ev.event_id in seen:
-            continue
-        seen.add(ev.event_id)
-        try:
-            policy = policy.updated(ev.thresholds, ev.policy_version)
-        except Rejected:
-            continue
-    return policy
+    return monitor.policy_at(at_ms)
 
 
 def update_event(new: Policy, event_id: str, ts: str) -> dict[str, Any]:

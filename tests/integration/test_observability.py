@@ -168,7 +168,11 @@ def test_rules_load_and_evaluate_cleanly_and_none_fires_on_a_healthy_run(observe
         assert r["health"] == "ok" and not r.get("lastError"), r
         assert r["annotations"].get("runbook"), f"{r['name']} has no runbook line"
     firing = [r["name"] for r in rules if r["state"] != "inactive"]
-    assert firing == [], firing
+    # The run replays four months of a portfolio in seconds of wall time, with no day before it: its
+    # closures all land inside the mass-closure rule's 10 minutes, which must then fire exactly when
+    # they are more than its 20 (as a real burst would). Nothing else may fire.
+    closures = sum(orjson.loads(d)["action"] == "closure" for d in observed["decisions"])
+    assert firing == (["RiskmonMassClosure"] if closures > 20 else []), (firing, closures)
 
 
 def test_the_metrics_prometheus_holds_match_what_the_workers_did(observed: dict[str, Any]) -> None:

@@ -198,3 +198,11 @@ def test_long_commands_show_progress_on_a_terminal_and_are_quiet_when_piped(tmp_
         os.close(leader)
         name = cmd[3].encode()
         assert b"\r" + name + b" [" in seen and b"#" * 30 in seen, seen[-300:]
+
+
+def test_default_event_ids_are_valid_ids_whatever_they_are_made_from() -> None:
+    from riskmon.models.codec import _ID  # the codec's own rule for ids
+    from riskmon.streams.cli import _event_id
+
+    for text in ("review-1733000000000-" + "A" * 60, "policy-1733000000000-default 2025.1+tight/v2"):
+        assert _ID.fullmatch(_event_id(text)), _event_id(text)

@@ -91,6 +91,14 @@ def test_unusable_model_files_are_refused_in_one_line(logs: tuple[pathlib.Path, 
         load_model(cut)
     with pytest.raises(ModelFileError, match="No such file"):
         load_model(tmp_path / "missing.model")
+    head = path.read_bytes().split(b"\n", 1)[0]
+    meta = orjson.loads(head)
+    junk = b"not a pickle"
+    meta["sha256"] = hashlib.sha256(junk).hexdigest()
+    bad = tmp_path / "junk.model"
+    bad.write_bytes(orjson.dumps(meta) + b"\n" + junk)
+    with pytest.raises(ModelFileError, match="cannot be read by this riskmon"):
+        load_model(bad)
     with pytest.raises(ModelFileError, match="trained on feature specification .* not the one in force"):
         load_model(path, ("utilisation", "dpd_months"))
 

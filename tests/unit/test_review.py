@@ -65,8 +65,10 @@ def test_a_hold_sets_the_state_and_a_confirm_leaves_it_with_a_reviewed_decision(
     a.apply(_review(6, "confirm", note="agreed"))
     d = a.decisions[-1]
     assert (d.action, d.previous_state, d.new_state) == ("reviewed", "limit_reduced", "limit_reduced")
-    assert a.state is not None and "rv" not in a.state, "a confirmation lifts the protection"
     a.tick(7, dpd=100)
+    assert a.status == "limit_reduced", "a confirmation protects the state it confirms"
+    a.statement(8, 100, due_in_days=1)
+    a.tick(12, dpd=104)  # another instalment missed: the arrears grew
     assert a.status == "closed"
 
 
@@ -78,6 +80,8 @@ def test_a_review_settles_a_held_move() -> None:
     r = m.apply(r.state, ev("review", at(2), account="H1", outcome="confirm", reviewer="j.chen"))
     assert [d.action for d in r.decisions] == ["hold_dropped", "reviewed"] and "hold" not in r.state
     assert m.held.get("closure") == set(), "the breaker no longer counts it as held"
+    r = m.apply(r.state, ev("dpd_report", at(3), account="H1", days_past_due=96))
+    assert r.decisions == [] and r.state["status"] == "normal", "the confirmed state is not held again at once"
 
 
 @pytest.mark.parametrize("fields, why", [
@@ -92,7 +96,7 @@ def test_bad_reviews_are_refused(fields: dict, why: str) -> None:
         ev("review", at(1), **fields)
 
 
-def test_replay_honours_a_review_and_the_cli_sends_one_shape(tmp_path: pathlib.Path) -> None:
+def test_replay_honours_a_review(tmp_path: pathlib.Path) -> None:
     events, _ = simulate(300, 120, seed=3)
     log = tmp_path / "ev.jsonl"
     log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
@@ -108,3 +112,27 @@ def test_replay_honours_a_review_and_the_cli_sends_one_shape(tmp_path: pathlib.P
     replay(with_review, out2)
     mine = [d for d in map(orjson.loads, out2.getvalue().splitlines()) if d["cause_event_id"] == "review-1"]
     assert [(d["action"], d["new_state"], d["reasons"][0]["code"]) for d in mine] == [("reopen", "normal", "MANUAL_REVIEW")]
+
+
+def test_a_policy_saved_before_the_review_section_restores_with_the_shipped_protection() -> None:
+    from riskmon.models.policy import Policy
+
+    p = default_policy()
+    old = Policy.__new__(Policy)
+    old.__setstate__(p.__getstate__()[:-1])  # a snapshot's policy from before the section
+    assert old.review.protect_days == 30 and old == p and old.updated({"dpd.watch": 2}, "v2").dpd.watch == 2
+
+
+def test_protection_longer_than_ten_years_is_a_bad_policy() -> None:
+    with pytest.raises(Rejected, match="review.protect_days"):
+        default_policy().updated({"review.protect_days": 1e12}, "x")
+
+
+def test_a_policy_diff_honours_a_review_in_force() -> None:
+    from riskmon.models.policy_diff import policy_diff
+
+    a = Account()
+    a.tick(1, dpd=40)
+    a.apply(_review(2, "reinstate"))
+    tight = default_policy().updated({"dpd.limit": 11, "dpd.freeze": 21, "dpd.close": 31}, "tight")
+    assert a.state is not None and policy_diff([a.state], default_policy(), tight).moves == {}

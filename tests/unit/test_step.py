@@ -11,7 +11,7 @@ from river import checks
 from riskmon.models.codec import dumps
 from riskmon.models.features import FEATURE_NAMES
 from riskmon.models.monitor import Monitor
-from riskmon.models.risk_model import RiskModel, dumps_model, loads_model
+from riskmon.models.risk_model import HANDOVER_EVERY, RiskModel, dumps_model, loads_model
 from riskmon.models.simulate import simulate
 from riskmon.models.state import I_SCORE, I_X
 from riskmon.models.codec import decode
@@ -177,6 +177,13 @@ def test_a_model_saved_before_the_handover_on_evidence_restores_as_it_scored() -
     cold = RiskModel.__new__(RiskModel)
     cold.__setstate__({**state, "handover_defaults": 100})
     assert not cold.handed_over and cold.expert
+    # 20 of 100 defaults: it scored with a blend, 0.2 learned, and keeps it until the first comparison.
+    learned, expert = m.predict_proba_one(_RISKY)[True], RiskModel().predict_proba_one(_RISKY)[True]
+    assert cold.predict_proba_one(_RISKY)[True] == 0.2 * learned + 0.8 * expert
+    assert cold.score_vector(FEATURE_NAMES, [_RISKY[n] for n in FEATURE_NAMES]) == cold.predict_proba_one(_RISKY)[True]
+    for i in range(4 * HANDOVER_EVERY):  # enough of both outcomes for a comparison
+        cold.learn_one(_RISKY if i % 2 else _SAFE, i % 2 == 1)
+    assert "_legacy_share" not in cold.__dict__ and cold.handover_judged != (None, None)
 
 
 def test_ledger_reporting_current_after_the_due_date_settles_the_instalment() -> None:
