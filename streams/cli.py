@@ -476,7 +476,8 @@ def _cmd_policy(args: argparse.Namespace) -> int:
             except Rejected:
                 continue
         end = log[-1][1].ts if log else 0
-        diff = policy_diff(engine.states.values(), engine.monitors[0].policy_at(end), new)
+        when = parse_ts(args.at, "--at") if args.at else end
+        diff = policy_diff(engine.states.values(), engine.monitors[0].policy_at(when), new)
         where = f"the accounts of {args.log} at its end"
     else:
         settings = _settings()

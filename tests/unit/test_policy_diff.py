@@ -64,3 +64,12 @@ def test_the_cli_previews_on_a_replayed_log(tmp_path: pathlib.Path, capsys: pyte
     expected = policy_diff(engine.states.values(), default_policy(), default_policy().updated(TIGHT, "tight-1"))
     assert expected.escalations > 0 and out.splitlines()[0] == expected.lines()[0]
     assert f"closures at once: {expected.closures}" in out
+    # --at names when it would take effect: the policy in force then is the one compared (here a log's
+    # own update, from its event time on).
+    update = {"type": "policy_update", "event_id": "u1", "ts": events[-1]["ts"], "policy_version": "later-1",
+              "thresholds": {"dpd.watch": 2}}
+    log.write_bytes(log.read_bytes() + dumps(update) + b"\n")
+    assert main(["policy", "diff", str(policy), "--log", str(log), "--at", "2024-01-01T00:00:00Z"]) == 0
+    assert "against default-2025.1" in capsys.readouterr().out
+    assert main(["policy", "diff", str(policy), "--log", str(log)]) == 0
+    assert "against later-1" in capsys.readouterr().out
