@@ -262,10 +262,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings.policy_file:
         load_policy(settings.policy_file)
-    if settings.features_file:
-        load_spec(settings.features_file)
+    spec = load_spec(settings.features_file) if settings.features_file else None
     if settings.model_file:
-        _model(args, load_spec(settings.features_file) if settings.features_file else None)
+        _model(args, spec)
     return run_all(settings, Path(args.events) if args.events else None, args.accounts, args.days, args.seed,
                    args.rate, args.idle, sys.stdout, prefix=args.prefix)
 
@@ -462,20 +461,15 @@ def _cmd_policy(args: argparse.Namespace) -> int:
     at = args.at or format_ts(now)
     if args.action == "diff" and args.log:
         from riskmon.models.engine import Engine
-        from riskmon.streams.replay import ReplaySummary, read_log
+        from riskmon.streams.replay import ReplaySummary, apply_log
 
         _check_log(args.log)
         policy, spec = _judging(args)
         model, model_base = _model(args, spec)
-        with open(args.log, "rb") as f:
-            log = sorted(read_log(f, ReplaySummary(), None), key=lambda e: e[0])
         engine = Engine(_partitions(args), policy, spec=spec, model=model, model_base=model_base)
-        for _, ev in log:
-            try:
-                engine.process(ev)
-            except Rejected:
-                continue
-        end = log[-1][1].ts if log else 0
+        end = 0
+        for ev, _ in apply_log(args.log, engine, ReplaySummary()):
+            end = ev.ts
         when = parse_ts(args.at, "--at") if args.at else end
         diff = policy_diff(engine.states.values(), engine.monitors[0].policy_at(when), new)
         where = f"the accounts of {args.log} at its end"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Protocol
+from typing import IO, Any, Iterable, Iterator, Protocol
 
 import orjson
 
@@ -23,7 +23,7 @@ from riskmon.models.vocabulary import SEVERITY
 from .progress import Progress
 from .render import counted
 
-__all__ = ["Observer", "ReplaySummary", "load_truth", "read_log", "replay"]
+__all__ = ["Observer", "ReplaySummary", "apply_log", "load_truth", "read_log", "replay"]
 
 
 class Observer(Protocol):
@@ -88,6 +88,29 @@ def read_log(lines: Iterable[bytes], summary: ReplaySummary, report: IO[str] | N
     return out
 
 
+def apply_log(events_path: str | Path, engine: Engine, summary: ReplaySummary, report: IO[str] | None = None,
+              progress: str | None = None) -> Iterator[tuple[Event, list[StepResult]]]:
+    """Each event of the log through ``engine`` in replay's order, with its results. Lines the codec
+    refuses and events the core refuses are counted in ``summary`` (and reported by line number to
+    ``report``) and passed over; ``progress`` names the progress line drawn on a terminal (None: none)."""
+    with open(events_path, "rb") as f:
+        log = read_log(f, summary, report)
+    log.sort(key=lambda e: e[0])
+    bar = Progress(progress or "", len(log), "events", enabled=progress is not None)
+    for i, ((_, _, n), ev) in enumerate(log):
+        try:
+            results = engine.process(ev)
+        except Rejected as r:
+            summary.rejected[r.reason.value] += 1
+            if report is not None:
+                report.write(f"line {n}: rejected: {r}\n")
+            continue
+        yield ev, results
+        if i % 2048 == 0:
+            bar.update(i)
+    bar.finish()
+
+
 def replay(
     events_path: str | Path,
     out: IO[bytes],
@@ -108,21 +131,10 @@ def replay(
     ``collector`` sees every result (streams.report's collector gathers what the HTML report plots);
     ``model``: every partition starts from it (a model file's, whose version is ``model_base``)."""
     summary = ReplaySummary()
-    with open(events_path, "rb") as f:
-        log = read_log(f, summary, report)
-    log.sort(key=lambda e: e[0])
     engine = Engine(partitions, policy, checkpoint_every=checkpoint_every, bad_dpd=bad_dpd, spec=spec, model=model,
                     model_base=model_base)
     tracker = EarlyWarningTracker(bad_dpd, outcome_times(truth or []))
-    bar = Progress("replay", len(log), "events", enabled=progress)
-    for i, ((_, _, n), ev) in enumerate(log):
-        try:
-            results = engine.process(ev)
-        except Rejected as r:
-            summary.rejected[r.reason.value] += 1
-            if report is not None:
-                report.write(f"line {n}: rejected: {r}\n")
-            continue
+    for ev, results in apply_log(events_path, engine, summary, report, "replay" if progress else None):
         for result in results:
             if result.duplicate:
                 summary.duplicates += 1
@@ -140,9 +152,6 @@ def replay(
             for d in result.decisions:
                 summary.decisions[d.action] += 1
                 out.write(dumps(d.to_dict()) + b"\n")
-        if i % 2048 == 0:
-            bar.update(i)
-    bar.finish()
     aucs = [m.quality.auc() for m in engine.monitors]
     known = [a for a in aucs if a is not None]
     summary.rolling_auc = sum(known) / len(known) if known else None

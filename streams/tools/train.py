@@ -13,13 +13,11 @@ import hashlib
 from pathlib import Path
 
 from riskmon.models.engine import Engine
-from riskmon.models.errors import Rejected
 from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.model_file import ModelInfo, lineage, save_model
 from riskmon.models.policy import Policy
 
-from ..progress import Progress
-from ..replay import ReplaySummary, read_log
+from ..replay import ReplaySummary, apply_log
 
 __all__ = ["train"]
 
@@ -36,28 +34,16 @@ def train(events_path: str | Path, out: str | Path, policy: Policy | None = None
           bad_dpd: int = 30, progress: bool = False) -> tuple[ModelInfo, ReplaySummary]:
     """Learn from the log's outcomes and write the model file; ValueError if the log has none."""
     summary = ReplaySummary()
-    with open(events_path, "rb") as f:
-        log = read_log(f, summary, None)
-    log.sort(key=lambda e: e[0])
     engine = Engine(1, policy, bad_dpd=bad_dpd, spec=spec)
     outcomes = defaults = 0
     first = last = None
-    bar = Progress("train", len(log), "events", enabled=progress)
-    for i, (_, ev) in enumerate(log):
-        try:
-            results = engine.process(ev)
-        except Rejected as r:
-            summary.rejected[r.reason.value] += 1
-            continue
+    for ev, results in apply_log(events_path, engine, summary, progress="train" if progress else None):
         for result in results:
             for o in result.outcomes:
                 outcomes += 1
                 defaults += o.default
                 first = ev.ts if first is None else first
                 last = ev.ts
-        if i % 2048 == 0:
-            bar.update(i)
-    bar.finish()
     if not outcomes:
         raise ValueError(f"{events_path} has no outcomes to learn from: no statement (instalment_due) in it was "
                          f"settled or reached {bad_dpd} days past due")

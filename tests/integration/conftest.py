@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer
 
 from riskmon.models.codec import dumps
 from riskmon.streams.broker import EmbeddedBroker, free_port
+from riskmon.streams.produce import produce
 from riskmon.streams.replay import replay
 from riskmon.streams.settings import Settings
 from riskmon.streams.topics import create_topics
@@ -96,6 +97,18 @@ class Cluster:
                 await c.stop()
             return out
         return asyncio.run(go())
+
+    def crash_mid_stream(self, log: pathlib.Path, expected: int, share: int = 3) -> tuple[list[bytes], list[bytes], int]:
+        """Produce ``log``, start a worker, kill -9 it once ``expected // share`` distinct decisions arrived and
+        start another in its slot (a rocksdb store resumes from its files); (the decisions seen before the
+        kill, every distinct decision once ``expected`` arrived, repeated deliveries)."""
+        asyncio.run(produce(log, self.settings, self.bootstrap))
+        w = self.start_worker()
+        partial, _ = self.decisions(expected // share, timeout_s=120)
+        self.kill9(w)
+        self.start_worker(slot=0)
+        got, repeats = self.decisions(expected)
+        return partial, got, repeats
 
     def decisions(self, n_unique: int, timeout_s: float = 180) -> tuple[list[bytes], int]:
         """(unique decision records, repeated deliveries) once ``n_unique`` distinct ids arrived."""

@@ -95,13 +95,8 @@ def test_bad_records_land_in_the_dead_letter_topic_while_good_ones_flow(parity_r
 def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(cluster: Cluster, tmp_path: pathlib.Path) -> None:
     log, _ = _log(tmp_path, 300, 90, seed=17)
     expected = replay_decisions(log)
-    asyncio.run(produce(log, cluster.settings, cluster.bootstrap))
-    w = cluster.start_worker()
-    partial, _ = cluster.decisions(len(expected) // 3, timeout_s=120)
+    partial, got, repeats = cluster.crash_mid_stream(log, len(expected))
     assert len(partial) < len(expected), "the crash must come mid-stream"
-    cluster.kill9(w)
-    cluster.start_worker(slot=0)  # same data dir: a rocksdb store resumes from its files
-    got, repeats = cluster.decisions(len(expected))
     account({"events": len(log.read_bytes().splitlines()), "expected": expected, "got": got, "repeats": repeats},
             f"worker kill -9 under load after {len(partial)} decisions, restarted ({cluster.settings.store})")
 
@@ -138,12 +133,7 @@ def test_a_worker_started_from_a_model_file_gives_replays_decisions_across_a_kil
     cluster = Cluster(broker, tmp_path)
     cluster.settings = cluster.settings.model_copy(update={"model_file": tmp_path / "history.model"})
     try:
-        asyncio.run(produce(live, cluster.settings, cluster.bootstrap))
-        w = cluster.start_worker()
-        partial, _ = cluster.decisions(len(expected) // 3, timeout_s=120)
-        cluster.kill9(w)
-        cluster.start_worker(slot=0)
-        got, repeats = cluster.decisions(len(expected))
+        partial, got, repeats = cluster.crash_mid_stream(live, len(expected))
     finally:
         cluster.stop()
     account({"events": len(events), "expected": expected, "got": got, "repeats": repeats},
@@ -171,12 +161,7 @@ def test_a_reviewers_reinstatement_survives_a_kill_9_and_equals_replay(
     for k, v in cluster.settings.to_env().items():
         monkeypatch.setenv(k, v)
     try:
-        asyncio.run(produce(log, cluster.settings, cluster.bootstrap))
-        w = cluster.start_worker()
-        partial, _ = cluster.decisions(len(expected) // 2, timeout_s=120)
-        cluster.kill9(w)
-        cluster.start_worker(slot=0)
-        got, repeats = cluster.decisions(len(expected))
+        partial, got, repeats = cluster.crash_mid_stream(log, len(expected), share=2)
         account({"events": len(events) + 1, "expected": expected, "got": got, "repeats": repeats},
                 f"reviewed log, worker kill -9 after {len(partial)} decisions, restarted")
         # The command line sends one review and prints the decision it causes.
