@@ -7,12 +7,14 @@ from typing import Any
 
 from .codec import format_ts, parse_ts
 from .errors import RejectReason, Rejected
+from .frozen import quick_init
 
 __all__ = ["DECISION_SCHEMA_VERSION", "Reason", "Decision", "decision_id"]
 
 DECISION_SCHEMA_VERSION = 1
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Reason:
     """A stable reason code and the sentence shown to people."""
@@ -32,6 +34,7 @@ def decision_id(account_id: str, cause_event_id: str, action: str, new_state: st
     return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     decision_id: str

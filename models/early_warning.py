@@ -99,11 +99,13 @@ def next_state(
     target = entry[0].severity if entry else 0
     if target > cur:
         return STATUSES[target], entry
-    if cur == 0:
+    # Every exit level is at or beyond its entry level (Policy.validate), so a rule that fires on
+    # entry fires on staying: at the current state's severity the line stays, unread further.
+    if cur == 0 or target == cur or s["dpd"] > 0:
         return None
     staying = fired_rules(p, s, score, model_ready, leaving=True)
     floor = staying[0].severity if staying else 0
-    if floor >= cur or s["dpd"] > 0:
+    if floor >= cur:
         return None
     r = p.recovery
     severe = STATES[cur].leave == "reopen"  # the longer cool-down and more good payments of a reopening

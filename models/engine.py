@@ -41,16 +41,18 @@ class Engine:
 
     def process(self, event: Event) -> list[StepResult]:
         """Apply one event in the shard that owns its account, or in every shard (control events)."""
-        if is_broadcast(event):
-            shards = self.monitors
-        else:
+        states = self.states
+        if not is_broadcast(event):
             p = self._partition.get(event.account_id)
             if p is None:
                 p = self._partition[event.account_id] = partition_for(event.account_id, self.partitions)
-            shards = [self.monitors[p]]
+            results = self.monitors[p].process(event, states)
+            for result in results:
+                states[result.state["id"]] = result.state
+            return results
         out = []
-        for monitor in shards:
-            for result in monitor.process(event, self.states):
-                self.states[result.state["id"]] = result.state
+        for monitor in self.monitors:
+            for result in monitor.process(event, states):
+                states[result.state["id"]] = result.state
                 out.append(result)
         return out

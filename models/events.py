@@ -10,6 +10,8 @@ from typing import Any, Union
 
 from iso4217 import Currency
 
+from .frozen import quick_init
+
 __all__ = [
     "TRANSACTION_TYPES",
     "CASH_FLOW_TYPES",
@@ -85,6 +87,7 @@ def event_order(ts: int, type_: str, seq: int) -> tuple[int, int, int]:
 CURRENCIES: dict[str, int] = {c.code: c.exponent for c in Currency if c.exponent is not None}
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Transaction:
     """A drawdown, purchase, refund or limit request on a line (amount in minor units)."""
@@ -99,6 +102,7 @@ class Transaction:
     merchant: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CashFlow:
     """Money in (inflow), out (outflow) or charged (charge) on the linked current account.
@@ -117,6 +121,7 @@ class CashFlow:
     balance: int | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class BalanceReport:
     """The linked current account's balance as of ``ts`` (minor units, negative when overdrawn)."""
@@ -129,6 +134,7 @@ class BalanceReport:
     currency: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class InstalmentDue:
     """A statement: ``amount`` falls due at ``due_ts`` (end of the due date, UTC)."""
@@ -143,6 +149,7 @@ class InstalmentDue:
     due_ts: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Payment:
     """Money paid back; allocated to ``instalment_id`` first when the ledger names it, then oldest first."""
@@ -157,6 +164,7 @@ class Payment:
     instalment_id: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DpdReport:
     """The servicing ledger's ageing of an account: days past due as of ``ts``."""
@@ -168,6 +176,7 @@ class DpdReport:
     days_past_due: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AccountOpened:
     """A new line with its limit, currency and static attributes."""
@@ -181,6 +190,7 @@ class AccountOpened:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class LimitChanged:
     """The contractual limit changed (by the credit team, not by this monitor)."""
@@ -193,6 +203,7 @@ class LimitChanged:
     reason: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PolicyUpdate:
     """New policy thresholds, in force from ``ts`` (event time) on."""
@@ -205,6 +216,7 @@ class PolicyUpdate:
     account_id: str = "control"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class BreakerCommand:
     """Release or drop the decisions a tripped breaker holds for ``action``, and re-arm it."""
@@ -218,6 +230,7 @@ class BreakerCommand:
     account_id: str = "control"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Review:
     """A person's decision on one account, after looking at it: it stands over the automatic policy for a while."""

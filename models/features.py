@@ -119,8 +119,11 @@ def rounded(x: list[float]) -> list[float]:
     """
     out: list[float] = []
     for f in x:
-        r = round(f, 4)
-        out.append(int(r) if isinstance(r, float) and r.is_integer() else r)
+        if not f:
+            out.append(0)  # the common case, and round() is slow: this runs for every feature at every statement
+        else:
+            r = round(f, 4)
+            out.append(int(r) if isinstance(r, float) and r.is_integer() else r)
     return out
 
 

@@ -223,6 +223,9 @@ class Policy:
                 problems.append(f"score.{level}_exit must be in 0..score.{level} <= 1 (hysteresis)")
         if not u.watch_exit <= u.watch:
             problems.append("utilisation.watch_exit must not exceed utilisation.watch")
+        if not self.behaviour.payment_to_due_watch <= self.behaviour.payment_to_due_exit:
+            problems.append("behaviour.payment_to_due_exit must not be below behaviour.payment_to_due_watch (hysteresis: "
+                            "the rule fires below its level)")
         if not 0 <= self.review.protect_days <= 3650:
             problems.append("review.protect_days must be in 0..3650")
         if not 0 <= self.arrears.materiality_share < 0.5:

@@ -24,6 +24,7 @@ from .events import (
     Review, Transaction,
 )
 from .features import rounded, vector
+from .frozen import quick_init
 from .featurespec import FeatureSpec, default_spec
 from .policy import Policy
 from .risk_model import RiskModel
@@ -65,6 +66,7 @@ class Context:
     spec: FeatureSpec = field(default_factory=default_spec)  # the features the model sees
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """A delayed label: the features and score at the statement, and what came of it.

@@ -96,7 +96,10 @@ def test_core_rejections() -> None:
 def test_bad_policy_update_is_rejected() -> None:
     from riskmon.models.monitor import Monitor
     m = Monitor()
-    for thresholds in ({"score.nonsense": 1}, {"score.watch": "high"}, {"score.watch": 0.99}):
+    # The last: an exit level on the wrong side of its entry level (the rule fires below it), which
+    # next_state relies on never seeing (a rule that fires on entry must fire on staying).
+    for thresholds in ({"score.nonsense": 1}, {"score.watch": "high"}, {"score.watch": 0.99},
+                       {"behaviour.payment_to_due_exit": 0.4}):
         with pytest.raises(Rejected) as info:
             m.control(ev("policy_update", T0, policy_version="v2", thresholds=thresholds))  # type: ignore[arg-type]
         assert info.value.reason is RejectReason.BAD_POLICY
