@@ -44,6 +44,9 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 PRODUCER_BUFFER_MESSAGES = 20_000
 # How often events held for event-time order are looked at when no record arrives to wake them.
 HOLD_WAKE_S = 0.2
+# How long a rebalance waits for the snapshots this worker sent to be confirmed before it lets its
+# partitions go (see Worker.let_go); past it, the records they cover stay unacked and are redone.
+SETTLE_S = 5.0
 
 
 class FaustPorts:
@@ -51,6 +54,7 @@ class FaustPorts:
         self.app, self.table, self.decisions, self.deadletter = app, table, decisions, deadletter
         self.repartition = repartition
         self._epoch: dict[int, int] = {}  # partition -> revocations seen
+        self._unconfirmed: set[asyncio.Future[Any]] = set()  # rounds sent, not yet confirmed (and so not acked)
 
     def get(self, key: bytes) -> bytes | None:
         return self.table.get(key)  # type: ignore[no-any-return]
@@ -70,17 +74,28 @@ class FaustPorts:
             # offsets after a producer flush that gives up when one message takes over 0.1 s, so
             # an offset could be committed ahead of the snapshot that says it was applied, and a
             # worker killed then would never see those records again.
-            acks = rnd.acks
+            acks, epoch = rnd.acks, self._epoch.get(rnd.partition, 0)
 
             def durable(fut: asyncio.Future[Any]) -> None:
                 if fut.cancelled() or fut.exception() is not None:
                     log.error("partition %d: snapshot not written (%r); %d records stay unacked and will be redone",
                               rnd.partition, None if fut.cancelled() else fut.exception(), len(acks))
                     return
+                if self._epoch.get(rnd.partition, 0) != epoch:
+                    return  # revoked since: Faust forgot its offsets, and the next owner redoes these records
                 for handle in acks:
                     handle.ack()
 
-            asyncio.gather(*written).add_done_callback(durable)
+            confirmed = asyncio.gather(*written)
+            confirmed.add_done_callback(durable)
+            self._unconfirmed.add(confirmed)
+            confirmed.add_done_callback(self._unconfirmed.discard)
+
+    async def settle(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) until every round sent is confirmed: its records acked, its states in
+        the local store."""
+        if self._unconfirmed:
+            await asyncio.wait(list(self._unconfirmed), timeout=timeout_s)
 
     async def _put_all(self, partition: int, anchor: Any, items: list[tuple[bytes, bytes]]) -> list[asyncio.Future[Any]]:
         """``table[key] = value`` for each item, in order; the changelog sends' futures (resolved when the broker has them).
@@ -214,6 +229,7 @@ class Worker:
         app.agent(inputs, name="riskmon.monitor")(self.monitor)
         app.task(self.release_held_every)
         app.task(self.follow_control)
+        faust_internals.before_revocation_waits(app, self.let_go)
         app.on_partitions_revoked.connect(self.on_revoked)
         app.on_partitions_assigned.connect(self.on_assigned)
 
@@ -266,23 +282,31 @@ class Worker:
                 events = await batches()
             except StopAsyncIteration:  # the worker is stopping
                 return
-            async with self.lock:
-                touched = set()
-                for ev in events:
-                    m = ev.message
-                    if m.partition not in self.owned:
-                        # Fetched before a rebalance took the partition away: the new
-                        # owner gets it again (never acked here); applying it would
-                        # write over the new owner's state.
-                        self.proc.counts["not_owned"] += 1
-                        continue
-                    self.proc.ingest(self.category_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value, ev,
-                                     m.headers)
-                    touched.add(m.partition)
-                self.dispatch_control()
-                for p in touched:
-                    for rnd in self.proc.release(p, self.caught_up(p)):
-                        await self.write(rnd)
+            await self.apply(events)
+            # Nothing of the batch may stay referenced from here while the agent waits for the next:
+            # a record the hold let go of in a rebalance must be free to leave Faust's weak set of
+            # unacked records (see faust_internals.before_revocation_waits).
+            del events
+
+    async def apply(self, events: list[Any]) -> None:
+        """Ingest a batch, then release and make durable what it frees."""
+        async with self.lock:
+            touched = set()
+            for ev in events:
+                m = ev.message
+                if m.partition not in self.owned:
+                    # Fetched before a rebalance took the partition away: the new
+                    # owner gets it again (never acked here); applying it would
+                    # write over the new owner's state.
+                    self.proc.counts["not_owned"] += 1
+                    continue
+                self.proc.ingest(self.category_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value, ev,
+                                 m.headers)
+                touched.add(m.partition)
+            self.dispatch_control()
+            for p in touched:
+                for rnd in self.proc.release(p, self.caught_up(p)):
+                    await self.write(rnd)
 
     async def release_held_every(self) -> None:
         """Wake :meth:`release_held` every HOLD_WAKE_S after the last wake-up ended (a Faust task takes no
@@ -340,11 +364,24 @@ class Worker:
         self.ports.forget(partitions)
         self.proc.revoke(partitions)
 
+    async def let_go(self, revoked: set[Any]) -> None:
+        """A rebalance is revoking ``revoked``: drop them now, with the events held for them (never acked),
+        or the rebalance waits for those forever (see faust_internals.before_revocation_waits). First the
+        rounds already sent are confirmed, as Faust's wait would have had them: their records acked (the
+        commit that follows covers them) and their states in the local store, which a partition that
+        comes back here resumes from. The ``on_partitions_revoked`` signal that follows finds them gone."""
+        async with self.lock:
+            await self.ports.settle(SETTLE_S)
+            self._revoke(revoked)
+
     async def on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         async with self.lock:
-            gone = {tp.partition for tp in revoked if tp.topic in self.category_of}
-            self.owned.difference_update(gone)
-            self.drop(gone)
+            self._revoke(revoked)
+
+    def _revoke(self, revoked: set[Any]) -> None:
+        gone = {tp.partition for tp in revoked if tp.topic in self.category_of}
+        self.owned.difference_update(gone)
+        self.drop(gone)
 
     async def on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         async with self.lock:

@@ -522,6 +522,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_chaos(args: argparse.Namespace) -> int:
+    from riskmon.streams.tools.chaos import main_chaos
+
+    return main_chaos(args)
+
+
 def _cmd_soak(args: argparse.Namespace) -> int:
     from riskmon.streams.tools.soak import main_soak
 
@@ -659,6 +665,24 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--accounts", type=_positive_int, default=2_000)
     k.add_argument("--every", type=_positive_float, default=15, help="seconds between samples")
     k.set_defaults(func=_cmd_soak)
+
+    c = sub.add_parser("chaos", help="workers under a seeded sequence of faults, their decisions against replay's "
+                                     "(exit 1 if any is lost, unexpected or changed)")
+    c.add_argument("--seeds", default="1", help="a seed or a range (1..20): one run each, faults drawn from it")
+    c.add_argument("--faults", type=_positive_int, default=4, help="faults per run (at most, with --vary)")
+    c.add_argument("--vary", action="store_true", help="draw each run's number of faults, 1..--faults")
+    c.add_argument("--kinds", default="kill,pause", help="fault kinds to draw from: kill, pause, add, remove, broker "
+                                                       "(broker keeps Tansu's records in S3 served by moto)")
+    c.add_argument("--schedule", help="these faults instead of drawn ones: kill@5,pause@9:3,... (seconds after the feed "
+                                      "starts[:duration])")
+    c.add_argument("--workers", type=_positive_int, default=2)
+    c.add_argument("--accounts", type=_positive_int, default=1_500)
+    c.add_argument("--days", type=_positive_int, default=60)
+    c.add_argument("--rate", type=float, default=1_500, help="events per second fed (0: the whole log on the broker "
+                                                          "before the workers start)")
+    c.add_argument("--store", choices=["memory://", "rocksdb://"], default="memory://")
+    c.add_argument("--drain", type=_positive_float, default=120, help="seconds the group has to deliver the rest")
+    c.set_defaults(func=_cmd_chaos)
 
     t = sub.add_parser("tail", help="print decisions from the decisions topic")
     t.add_argument("--json", action="store_true", help="one JSON object per line")

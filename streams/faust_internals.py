@@ -13,7 +13,8 @@ What is used, and why:
    records to, a batch at a time, instead of iterating the stream (an
    event-loop pass and a chain of awaits per record).
 2. :func:`install_direct_delivery`: the consumer hands a record to the agent
-   without four tasks when the hand-off cannot block.
+   without four tasks when the hand-off cannot block; :func:`before_revocation_waits`:
+   the records the agent holds are let go before a rebalance waits for them.
 3. :func:`as_current_event`, :func:`store_confirmed`, :func:`changelog_producer`:
    table writes go straight to the producer, and into the local store only
    once the broker has confirmed them (see ``streams.app.FaustPorts``).
@@ -33,7 +34,7 @@ import faust
 from faust.streams import _current_event
 
 __all__ = [
-    "FAUST_VERSION", "agent_batches", "as_current_event", "changelog_producer", "check_version", "committed_offset",
+    "FAUST_VERSION", "agent_batches", "as_current_event", "before_revocation_waits", "changelog_producer", "check_version", "committed_offset",
     "install_direct_delivery", "quiet_worker", "set_producer_buffer", "shorten_fetch_wait", "store_confirmed",
     "wrap_consumer_creation", "wrap_highwaters",
 ]
@@ -178,6 +179,11 @@ def install_direct_delivery() -> None:
                             else:
                                 await callback(message)  # cannot suspend: see the docstring
                             set_read_offset(tp, offset)
+                        # Not Faust's: drop the reference while the loop waits for the next record (up to
+                        # the fetch timeout, again and again while a rebalance pauses fetching). A record
+                        # the agent holds unacked and then lets go of would otherwise stay in Faust's weak
+                        # set of unacked records, and the rebalance would wait for it forever.
+                        message = None
                     unset_flag(flag_consumer_fetching)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -197,6 +203,30 @@ def install_direct_delivery() -> None:
 
     Consumer._drain_messages = _drain_messages
     _direct_delivery = True
+
+
+def before_revocation_waits(app: faust.App, hook: Callable[[set[Any]], Awaitable[None]]) -> None:
+    """Call ``hook(assigned partitions)`` when a rebalance revokes them, before Faust waits for their records.
+
+    faust-streaming 0.15.3's ``App._on_partitions_revoked`` suspends flow, then
+    waits (``_consumer_wait_empty`` -> ``Consumer.wait_empty``) until every record
+    handed to an agent is acked, and only then sends the ``on_partitions_revoked``
+    signal. riskmon's event-time hold keeps records it was handed, unacked, until
+    no topic of their partition can precede them; with fetching paused for the
+    rebalance, none ever catches up, so the wait never ended (the group sat in
+    ``wait_empty`` while the broker rebalanced it every second). The hook lets the
+    worker let go of them first: they were never acked, so the partition's next
+    owner reads them again. ``Consumer._unacked_messages`` is a weak set, and
+    ``wait_empty`` collects garbage before each look, so records no longer held
+    anywhere stop counting.
+    """
+    original = app._consumer_wait_empty
+
+    async def _consumer_wait_empty(consumer: Any, logger: Any) -> None:
+        await hook(set(consumer.assignment()))
+        await original(consumer, logger)
+
+    app._consumer_wait_empty = _consumer_wait_empty  # type: ignore[method-assign]
 
 
 # -- 3. table writes ---------------------------------------------------------
