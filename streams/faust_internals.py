@@ -18,8 +18,8 @@ What is used, and why:
 3. :func:`as_current_event`, :func:`store_confirmed`, :func:`changelog_producer`:
    table writes go straight to the producer, and into the local store only
    once the broker has confirmed them (see ``streams.app.FaustPorts``).
-4. :func:`committed_offset`, :func:`set_producer_buffer`, :func:`quiet_worker`:
-   small reads and settings with no public API.
+4. :func:`committed_offset`, :func:`set_producer_buffer`, :func:`quiet_worker`,
+   :func:`bound_stop`: small reads and settings with no public API.
 5. :func:`wrap_consumer_creation`, :func:`wrap_highwaters`: the hooks the
    workarounds for Tansu's faults use (``streams.tansu_*``).
 """
@@ -35,7 +35,7 @@ from faust.streams import _current_event
 
 __all__ = [
     "FAUST_VERSION", "agent_batches", "as_current_event", "before_revocation_waits", "changelog_producer", "check_version", "committed_offset",
-    "install_direct_delivery", "quiet_worker", "set_producer_buffer", "shorten_fetch_wait", "store_confirmed",
+    "bound_stop", "install_direct_delivery", "quiet_worker", "set_producer_buffer", "shorten_fetch_wait", "store_confirmed",
     "wrap_consumer_creation", "wrap_highwaters",
 ]
 
@@ -286,6 +286,30 @@ def quiet_worker(worker: faust.Worker) -> faust.Worker:
     dropped (6% of the worker's time in a py-spy profile).
     """
     worker.spinner = None
+    return worker
+
+
+def bound_stop(worker: faust.Worker, deadline_s: float, on_overrun: Callable[[], None]) -> faust.Worker:
+    """Call ``on_overrun()`` (in a thread) if ``worker`` has not stopped ``deadline_s`` after its first SIGTERM or
+    SIGINT.
+
+    mode's ``Worker._schedule_shutdown`` (mode/worker.py), which both signal handlers call, starts the
+    stop on the first signal and ignores the rest; the stop itself has no time limit (Faust waits for
+    agents, flushes the producer and leaves the group, each bounded only by request timeouts of up to
+    20 minutes with the broker gone).
+    """
+    import threading
+
+    schedule = worker._schedule_shutdown
+
+    def _schedule_shutdown(signal: Any) -> None:
+        if not worker._signal_stop_time:
+            timer = threading.Timer(deadline_s, on_overrun)
+            timer.daemon = True
+            timer.start()
+        schedule(signal)
+
+    worker._schedule_shutdown = _schedule_shutdown  # type: ignore[method-assign]
     return worker
 
 

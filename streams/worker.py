@@ -39,14 +39,28 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     faust_worker(app, loop, loglevel).execute_from_commandline()
 
 
+# A worker told to stop (SIGTERM, Ctrl-C) is gone within this, whatever it is waiting for.
+STOP_DEADLINE_S = 8.0
+
+
+def _overrun() -> None:
+    """The stop took too long: end the process with kill -9. Nothing is lost: records are acked only once
+    the snapshot that applied them is confirmed, so whatever was in flight is redone by the next owner."""
+    print(f"riskmon worker: still stopping after {STOP_DEADLINE_S:g} s; exiting now (records not acked are redone "
+          "by the partition's next owner)", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def faust_worker(app: faust.App, loop: asyncio.AbstractEventLoop, loglevel: str) -> faust.Worker:
     """Faust's worker for ``app``, logging at ``loglevel`` and no lower (without Faust's startup
-    spinner, which sets the root logger to DEBUG: see faust_internals.quiet_worker)."""
+    spinner, which sets the root logger to DEBUG: see faust_internals.quiet_worker), and gone within
+    STOP_DEADLINE_S of a signal to stop."""
     import faust
 
     from . import faust_internals
 
-    return faust_internals.quiet_worker(faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True, redirect_stdouts=False))
+    worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    return faust_internals.bound_stop(faust_internals.quiet_worker(worker), STOP_DEADLINE_S, _overrun)
 
 
 def start_worker_process(settings: Settings, log: IO[bytes] | None = None, loglevel: str = "warn") -> subprocess.Popen[bytes]:

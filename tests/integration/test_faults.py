@@ -144,3 +144,33 @@ def test_a_poison_record_that_makes_the_core_raise_is_dead_lettered_and_the_part
         assert proc.poll() is None, "the worker survived"
     finally:
         cluster.stop()
+
+
+def test_a_worker_told_to_stop_is_gone_within_the_deadline_even_with_its_broker_hung(tmp_path: pathlib.Path) -> None:
+    """SIGTERM while the broker hangs (SIGSTOP): Faust's stop would wait on request timeouts of minutes;
+    the worker ends itself STOP_DEADLINE_S after the signal, saying so, as a kill -9 would."""
+    from riskmon.streams.worker import STOP_DEADLINE_S
+
+    own = EmbeddedBroker(log=open(tmp_path / "tansu.log", "wb")).start()
+    cluster = Cluster(own, tmp_path)
+    try:
+        events, _ = simulate(200, 60, seed=31)
+        asyncio.run(produce(write_log(tmp_path / "ev.jsonl", events), cluster.settings, cluster.bootstrap))
+        w = cluster.start_worker()
+        cluster.decisions(20, timeout_s=120)  # it is working
+        assert own.proc is not None
+        os.killpg(own.proc.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            w.send_signal(signal.SIGTERM)
+            w.wait(STOP_DEADLINE_S + 5)
+            took = time.monotonic() - t0
+        finally:
+            os.killpg(own.proc.pid, signal.SIGCONT)
+        print(f"\nFAULT stop with the broker hung: gone after {took:.1f} s, exit code {w.returncode}")
+        assert took <= STOP_DEADLINE_S + 2
+        if w.returncode != 0:  # it did not manage a clean stop in time: it must have said why
+            assert "still stopping after" in cluster.logs()
+    finally:
+        cluster.stop()
+        own.stop()
