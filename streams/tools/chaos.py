@@ -44,9 +44,9 @@ from ..produce import produce
 from ..replay import replay
 from ..settings import Settings
 from ..topics import create_topics
-from ..worker import start_worker_process
+from ..worker import start_worker_process, stop_process
 
-__all__ = ["Fault", "ChaosResult", "KINDS", "draw_schedule", "parse_schedule", "run_chaos", "main_chaos"]
+__all__ = ["Fault", "ChaosResult", "KINDS", "draw_schedule", "parse_schedule", "run_chaos", "main_chaos", "s3_storage"]
 
 KINDS = ("kill", "pause", "add", "remove", "broker")
 STOP_LIMIT_S = 10.0  # a worker told to stop (SIGTERM) must be gone within this, whatever it is doing
@@ -106,11 +106,15 @@ class ChaosResult:
     changed: int = 0
     repeats: int = 0
     exited: list[str] = field(default_factory=list)  # workers that exited without being told to
-    slow_stops: list[float] = field(default_factory=list)  # seconds, for stops over STOP_LIMIT_S
-    stop_s: list[float] = field(default_factory=list)
+    stop_s: list[float] = field(default_factory=list)  # how long each worker told to stop took
     recovery_s: float | None = None  # from the end of the last fault to the last new decision
     drained: bool = False
     examples: list[str] = field(default_factory=list)
+
+    @property
+    def slow_stops(self) -> list[float]:
+        """Stops over STOP_LIMIT_S (seconds)."""
+        return [t for t in self.stop_s if t > STOP_LIMIT_S]
 
     @property
     def ok(self) -> bool:
@@ -166,12 +170,7 @@ class _Group:
         if p.poll() is not None:
             return
         t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_process(p, timeout_s=60)
         self.stop_s.append(time.monotonic() - t0)
 
     def stop_all(self) -> None:
@@ -223,8 +222,9 @@ class _Reader:
         self._thread.join(30)
 
 
-def _s3_storage(tmp: Path) -> tuple[str, dict[str, str], subprocess.Popen[bytes]]:
-    """A moto S3 server for Tansu to keep its records in across a restart (needs moto and boto3)."""
+def s3_storage(tmp: Path) -> tuple[str, dict[str, str], subprocess.Popen[bytes]]:
+    """A moto S3 server for Tansu to keep its records in across a restart (needs moto and boto3): (the
+    storage engine URL, the environment Tansu needs for it, the server's process)."""
     import boto3
 
     port = free_port()
@@ -270,7 +270,7 @@ def run_chaos(schedule: list[Fault], seed: int | None = None, workers: int = 2, 
     moto = None
     storage, env = "memory://tansu/", None
     if any(f.kind == "broker" for f in schedule):
-        storage, env, moto = _s3_storage(tmp)
+        storage, env, moto = s3_storage(tmp)
     broker_log = open(tmp / "tansu.log", "ab")
     broker = EmbeddedBroker(log=broker_log, storage=storage, env=env).start()
     settings = Settings(broker_url=broker.url, broker_kind="tansu", partitions=partitions, topic_prefix="chaos",
@@ -356,7 +356,6 @@ def run_chaos(schedule: list[Fault], seed: int | None = None, workers: int = 2, 
     result.changed = len(changed)
     result.exited = group.exited
     result.stop_s = group.stop_s
-    result.slow_stops = [s for s in group.stop_s if s > STOP_LIMIT_S]
     for k in changed[:3]:
         a, b = orjson.loads(expected[k]), orjson.loads(seen[k])
         result.examples.append("changed " + ", ".join(f"{n}: {a[n]!r:.50} -> {b.get(n)!r:.50}" for n in a if a[n] != b.get(n)))

@@ -15,8 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from typing import Any, Iterator
+from typing import Iterator
 
 import orjson
 import pytest
@@ -24,6 +23,7 @@ import pytest
 from riskmon.models.simulate import simulate
 from riskmon.streams.broker import EmbeddedBroker, free_port
 from riskmon.streams.produce import produce
+from riskmon.streams.tools.chaos import s3_storage
 
 from .conftest import Cluster, account, replay_decisions, write_log
 
@@ -33,32 +33,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def s3_broker(tmp_path: pathlib.Path) -> Iterator[EmbeddedBroker]:
     """Tansu keeping its records in S3 (a moto server), so a restart finds them again."""
-    import boto3
-
-    port = free_port()
-    moto_log = open(tmp_path / "moto.log", "wb")
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)], stdout=moto_log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError:
-            assert time.monotonic() < deadline and moto.poll() is None, (tmp_path / "moto.log").read_text()
-            time.sleep(0.2)
-    creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
-                 aws_secret_access_key="test").create_bucket(Bucket="tansu")
-    env = creds | {"AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true"}
+    storage, env, moto = s3_storage(tmp_path)
     log = open(tmp_path / "tansu-s3.log", "ab")
-    broker = EmbeddedBroker(log=log, storage="s3://tansu/", env=env).start()
+    broker = EmbeddedBroker(log=log, storage=storage, env=env).start()
     yield broker
     broker.stop()
     moto.terminate()
     moto.wait(10)
     log.close()
-    moto_log.close()
 
 
 def test_broker_stopped_and_restarted_while_a_worker_runs(s3_broker: EmbeddedBroker, tmp_path: pathlib.Path) -> None:
