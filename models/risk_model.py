@@ -54,6 +54,12 @@ EXPERT_SCORECARD = {
     "on_time_payments": -0.5, "payment_to_due": -1.0, "limit_requests_30d": 0.8,
     "limit_requests_24h": 1.0, "drawdowns_24h": 0.5, "unpaid_due_to_limit": 1.0,
     "months_since_on_time": 0.3, "repaid_share_30d": -1.0,
+    # The linked current account, where the bank sees one (0 where it does not, so a line without
+    # one scores as before): overdrawn days and sanction interest raise the risk, a low or negative
+    # balance a little (per unit of signed log balance: -10,000 overdrawn reads -9.2, +0.46 log-odds),
+    # regular income lowers it. Each is modest: living close to zero is common among customers who pay.
+    "days_below_zero_90d": 0.03, "penalty_interest_180d": 0.3, "min_balance_90d": -0.05,
+    "income_months_180d": -0.5,
 }
 
 

@@ -166,6 +166,25 @@ def test_the_scorecard_keeps_the_score_while_the_learned_model_is_no_better() ->
     assert m.predict_proba_one(_RISKY)[True] == RiskModel().predict_proba_one(_RISKY)[True]
 
 
+
+def test_the_scorecard_reads_the_current_account_and_only_where_there_is_one() -> None:
+    """Overdrawn days, sanction interest and a low balance raise the cold-start score; regular income
+    lowers it; a line with no current account (all those features 0) scores as the line alone says."""
+    m = RiskModel()
+    zeros = {name: 0.0 for name in FEATURE_NAMES}
+    line_only = m.predict_proba_one(zeros)[True]
+    # A current account overdrawn by about 3,000 for 40 of 90 days, sanction interest charged thrice, no income.
+    overdrawn = zeros | {"linked_account": 1.0, "days_below_zero_90d": 40.0, "penalty_interest_180d": 3.0,
+                         "min_balance_90d": -8.0}
+    # Salary every month, never below about 1,100.
+    salaried = zeros | {"linked_account": 1.0, "income_months_180d": 1.0, "min_balance_90d": 7.0}
+    # Living close to zero: a few days just below it, once charged, salary every month.
+    tight = zeros | {"linked_account": 1.0, "days_below_zero_90d": 3.0, "penalty_interest_180d": 1.0,
+                     "min_balance_90d": -4.0, "income_months_180d": 1.0}
+    p_over, p_sal, p_tight = (m.predict_proba_one(x)[True] for x in (overdrawn, salaried, tight))
+    assert p_sal < line_only < p_tight < p_over
+    assert p_over > 5 * line_only and p_tight < 1.5 * line_only, "overdrafts weigh; living close to zero hardly"
+
 def test_a_model_saved_before_the_handover_on_evidence_restores_as_it_scored() -> None:
     m = RiskModel(expert=False)
     for i in range(60):
