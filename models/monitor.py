@@ -13,12 +13,13 @@ from typing import Any, Protocol
 
 from .breaker import Breaker
 from .errors import RejectReason, Rejected
-from .events import AccountEvent, BreakerCommand, Event, PolicyUpdate
+from .events import AccountEvent, BreakerCommand, Event, InstalmentDue, PolicyUpdate
 from .featurespec import FeatureSpec, default_spec
 from .policy import Policy, default_policy
 from .quality import ScoreQuality
 from .risk_model import RiskModel
-from .state import AccountState
+from .stability import Stability
+from .state import I_X, AccountState
 from .step import Context, StepResult, resolve_hold, step
 from .vocabulary import HOLD_ACTION, STATES
 
@@ -64,6 +65,7 @@ class Monitor:
         self.spec = spec or default_spec()
         self.model = model if model is not None else RiskModel()
         self.quality = ScoreQuality()
+        self.stability = Stability()  # who is scored now against whom the model learned from (PSI)
         self.checkpoint_every = checkpoint_every
         self.bad_dpd = bad_dpd
         self.checkpoints = 0
@@ -195,12 +197,16 @@ class Monitor:
         result = step(state, event, ctx)
         if not result.duplicate:
             self._count(state, result.state)
+            if result.scored and isinstance(event, InstalmentDue):
+                s = result.state
+                self.stability.scored(s["score"], s["inst"][-1][I_X])
         for o in result.outcomes if learn else ():
             # Grade the score that was given at the statement, then learn on the
             # features as they were then (point-in-time correct).
             if o.score is not None and self.quality.update(o.default, o.score):
                 result.drift = True
             self.model.learn_one(dict(zip(self.spec.names, o.features)), o.default)
+            self.stability.learned(o.score, o.features)
             self.labels_since_checkpoint += 1
             self.outcomes_seen += 1
         return result
@@ -208,20 +214,21 @@ class Monitor:
     def dumps(self, with_quality: bool = True) -> bytes:
         """The shard's state as it is now (no new version); :meth:`restore` reads it.
 
-        The score-quality tracker (rolling AUC window: ~25 KB) changes no
-        decision, so a stream can save it less often with :meth:`dumps_quality`.
+        The score-quality tracker (rolling AUC window: ~25 KB) and the population
+        stability histograms change no decision, so a stream can save them less
+        often with :meth:`dumps_quality`.
         """
         snap = self._snapshot()
         if not with_quality:
-            del snap["quality"]
+            del snap["quality"], snap["stability"]
         return pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
 
     def dumps_quality(self) -> bytes:
-        return pickle.dumps(self.quality, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps({"quality": self.quality, "stability": self.stability}, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _snapshot(self) -> dict[str, Any]:
         return {
-            "name": self.name, "model": self.model, "quality": self.quality,
+            "name": self.name, "model": self.model, "quality": self.quality, "stability": self.stability,
             "checkpoints": self.checkpoints, "labels_since_checkpoint": self.labels_since_checkpoint,
             "outcomes_seen": self.outcomes_seen, "policies": self._policies,
             "policy_events": self._policy_events, "checkpoint_every": self.checkpoint_every,
@@ -240,8 +247,13 @@ class Monitor:
                 spec=spec or snap.get("spec"), model_base=snap.get("model_base", ""))
         if "quality" in snap:
             m.quality = snap["quality"]
+            m.stability = snap.get("stability", m.stability)
         elif quality is not None:
-            m.quality = pickle.loads(quality)
+            saved = pickle.loads(quality)
+            if isinstance(saved, dict):
+                m.quality, m.stability = saved["quality"], saved["stability"]
+            else:  # saved before the stability histograms
+                m.quality = saved
         m.checkpoints = snap["checkpoints"]
         m.labels_since_checkpoint = snap["labels_since_checkpoint"]
         m.outcomes_seen = snap["outcomes_seen"]

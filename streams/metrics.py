@@ -131,6 +131,8 @@ class Metrics(Collector):
         policy = GaugeMetricFamily("riskmon_policy_info", "The policy version in force at the partition's event time", labels=["partition", "version"])
         age = GaugeMetricFamily("riskmon_checkpoint_age_seconds", "Seconds since the partition's state was last made durable", labels=["partition"])
         tripped = GaugeMetricFamily("riskmon_breaker_tripped", "1 while the partition's mass-action breaker holds this action", labels=["partition", "action"])
+        psi = GaugeMetricFamily("riskmon_psi", "Population stability index of the score or a feature: the statements scored "
+                                "lately against those the model learned from (each ~1,000, decayed)", labels=["partition", "feature"])
         held = GaugeMetricFamily("riskmon_decisions_held", "Accounts whose move the breaker holds for review", labels=["partition", "action"])
         now = time.time()
         for p, sh in sorted(proc.shards.items()):
@@ -141,6 +143,8 @@ class Metrics(Collector):
             version.add_metric([label], sh.monitor.checkpoints)
             learned.add_metric([label], sh.monitor.outcomes_seen)
             handed.add_metric([label], 1 if sh.monitor.model.handed_over else 0)
+            for name, value in sh.monitor.stability.psi(sh.monitor.spec.names).items():
+                psi.add_metric([label, name], value)
             policy.add_metric([label, sh.monitor.policy_at(sh.applied_ts).version], 1)
             if sh.saved_at:
                 age.add_metric([label], now - sh.saved_at)
@@ -148,7 +152,7 @@ class Metrics(Collector):
             for action in GUARDABLE:
                 tripped.add_metric([label, action], 1 if action in trips else 0)
                 held.add_metric([label, action], len(sh.monitor.held.get(action, ())))
-        yield from (auc, version, learned, handed, policy, age, tripped, held)
+        yield from (auc, version, learned, handed, psi, policy, age, tripped, held)
 
         waiting = GaugeMetricFamily("riskmon_events_held", "Events waiting for event-time order")
         waiting.add_metric([], proc.held())

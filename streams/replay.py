@@ -16,6 +16,7 @@ from riskmon.models.events import Event, event_order
 from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.policy import Policy
 from riskmon.models.quality import roc_auc
+from riskmon.models.stability import Stability
 from riskmon.models.risk_model import RiskModel
 from riskmon.models.step import StepResult
 from riskmon.models.vocabulary import SEVERITY
@@ -44,6 +45,8 @@ class ReplaySummary:
     rolling_auc: float | None = None
     drifts: int = 0
     evaluation: Evaluation | None = None
+    # Population stability at the end, all shards together: "score" and each feature -> PSI.
+    psi: dict[str, float] = field(default_factory=dict)
 
     @property
     def outcome_auc(self) -> float | None:
@@ -156,6 +159,7 @@ def replay(
     known = [a for a in aucs if a is not None]
     summary.rolling_auc = sum(known) / len(known) if known else None
     summary.drifts = sum(m.quality.drifts for m in engine.monitors)
+    summary.psi = Stability.merged([m.stability for m in engine.monitors], engine.monitors[0].spec.names)
     if truth is not None:
         summary.evaluation = tracker.evaluate(truth)
     return summary

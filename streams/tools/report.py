@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from riskmon.models.early_warning import RULE_LEVELS
 from riskmon.models.policy import Policy, default_policy
 from riskmon.models.quality import roc_auc
+from riskmon.models.stability import MIN_COUNT
 from riskmon.models.units import DAY_MS
 from riskmon.models.vocabulary import ACTIONS, BREAKER_ACTIONS, STATES, STATUSES
 
@@ -246,6 +247,20 @@ def _timelines(data: ReportCollector) -> list[tuple[str, str, list[tuple[int, st
     return picks
 
 
+def _psi_table(psi: dict[str, float]) -> str:
+    """The PSI of the score and of the features, highest first (see models/stability.py)."""
+    if not psi:
+        return (f'<p class="muted">Too few statements for a population stability index: each population needs '
+                f"{MIN_COUNT:.0f}.</p>")
+    rows = "".join(f"<tr><td><code>{html.escape(name)}</code></td><td>{v:.3f}</td>"
+                   f"<td>{'not fitted on this population' if v > 0.25 else 'a shift worth a look' if v > 0.1 else 'stable'}"
+                   "</td></tr>"
+                   for name, v in sorted(psi.items(), key=lambda kv: (kv[0] != "score", -kv[1], kv[0])))
+    return ('<p class="muted">The statements scored lately against those whose outcomes the model learned (the last '
+            "~1,000 of each, all shards together); above 0.25 the model scores a population it was not fitted on.</p>"
+            f"<table><tr><th>score or feature</th><th>PSI</th><th></th></tr>{rows}</table>")
+
+
 def _truth_table(ev: Evaluation | None) -> str:
     if ev is None:
         return '<p class="muted">No truth file was given (<code>--truth</code>): nothing to compare with.</p>'
@@ -352,5 +367,7 @@ force at the start, <code>{html.escape(policy.version)}</code>; a policy update 
 {timelines}
 <h2>AUC by month</h2>
 <table><tr><th>month</th><th>outcomes</th><th>AUC</th></tr>{auc_rows}</table>
+<h2>Population stability</h2>
+{_psi_table(summary.psi)}
 </body></html>
 """

@@ -75,6 +75,13 @@ def test_metrics_count_what_the_processor_did() -> None:
     assert sorted((r[0]["partition"], v) for r in m["riskmon_model_handed_over"] for v in [r[1]]) == sorted(
         (str(p), float(sh.monitor.model.handed_over)) for p, sh in proc.shards.items())
     assert m["riskmon_consumer_lag"] == [({"topic": "riskmon.transactions", "partition": "0"}, 7.0)]
+    # Population stability per partition, as the shard's own histograms give it: the score and every feature.
+    psi = {(r[0]["partition"], r[0]["feature"]): r[1] for r in m["riskmon_psi"]}
+    for p, sh in proc.shards.items():
+        expected = sh.monitor.stability.psi(sh.monitor.spec.names)
+        assert len(expected) == len(sh.monitor.spec.names) + 1, "300 accounts over 120 days fill both windows"
+        assert {f: psi[(str(p), f)] for f in expected} == expected
+    assert all(v >= 0.0 for v in psi.values())
     assert m["riskmon_partitions_owned"] == [({}, P)]
 
     # No account id is ever a label value.

@@ -60,6 +60,13 @@ def test_report_counts_agree_with_the_replay(tmp_path: pathlib.Path) -> None:
     for caption in ("Decisions per week", "Accounts by early-warning state", "Scores given", "Prequential AUC by month"):
         assert caption in page
     assert f"{summary.outcome_auc:.3f}" in page  # type: ignore[attr-defined]
+    # Population stability: the score first, then each feature with its PSI as replay measured it.
+    psi = summary.psi  # type: ignore[attr-defined]
+    assert "score" in psi and len(psi) > 20
+    table = page[page.index("<h2>Population stability</h2>"):]
+    assert table.index("<code>score</code>") < min(table.index(f"<code>{f}</code>") for f in psi if f != "score")
+    for name, value in psi.items():
+        assert f"<code>{name}</code></td><td>{value:.3f}</td>" in table
 
 
 def test_report_is_well_formed_self_contained_and_deterministic(tmp_path: pathlib.Path) -> None:
