@@ -5,7 +5,7 @@ score and features as they stood at the statement, point in time); the current
 population is the statements it has scored lately, most of whose outcomes are
 not known yet. Each is a histogram per feature and for the score, over fixed
 bins, with counts that decay by ``1/window`` per observation (a window of about
-``window`` statements, O(1) per statement and a few KB per shard). The
+``window`` statements, O(1) per statement and 19 KB per shard pickled). The
 population stability index of a column is ``sum((q - p) * ln(q / p))`` over its
 bins, ``p`` the reference shares and ``q`` the current ones (each share at
 least :data:`FLOOR`, so an empty bin counts as rare, not impossible). Rules of
