@@ -69,6 +69,11 @@ class ModelInfo:
 
 
 def _learner(model: RiskModel) -> str:
+    if model.learner == "batch":
+        return (f"{type(model).__name__}(learner=batch, every={model.batch_every}, window={model.batch_window}, "
+                f"l2={model.l2_batch}, clip={model.clip})")
+    if model.learner == "tree":
+        return f"{type(model).__name__}(learner=tree: River HoeffdingAdaptiveTreeClassifier)"
     return (f"{type(model).__name__}(optimizer={model.optimizer}, learning_rate={model.learning_rate}, l2={model.l2}, "
             f"clip={model.clip})")
 

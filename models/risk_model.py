@@ -32,12 +32,15 @@ from typing import Any
 # River's signatures take dict[Hashable, Any]; dict is invariant, so match with Any keys.
 Features = dict[Any, Any]
 
-from river import base, linear_model, optim, preprocessing
+import numpy as np
+from river import base, linear_model, optim, preprocessing, tree
 
 from .quality import roc_auc
+from .vocabulary import LEARNERS
 
-__all__ = ["EXPERT_SCORECARD", "EXPERT_INTERCEPT", "HANDOVER_EVERY", "HANDOVER_WINDOW", "RiskModel", "dumps_model",
-           "loads_model"]
+__all__ = ["EXPERT_SCORECARD", "EXPERT_INTERCEPT", "HANDOVER_EVERY", "HANDOVER_WINDOW", "RiskModel",
+           "dumps_model", "loads_model"]
+
 
 HANDOVER_WINDOW = 500  # the latest outcomes the learned model and the scorecard are compared on
 HANDOVER_EVERY = 25  # outcomes between comparisons
@@ -88,6 +91,16 @@ class RiskModel(base.Classifier):
     expert
         Start from the expert scorecard and hand over on evidence (False: the
         learned model alone from the start).
+    learner
+        ``"logistic"``: the scaled logistic regression above, learning one
+        outcome at a time. ``"batch"``: the same model refitted from scratch
+        (L2 logistic regression by Newton's method, ``l2_batch``) on the latest
+        ``batch_window`` outcomes every ``batch_every`` outcomes, with the
+        scaler as it stood at the fit; it keeps those outcomes' features (about
+        ``batch_window`` x 50 numbers in every snapshot). ``"tree"``: River's
+        Hoeffding adaptive tree on the raw features, weighted like the others;
+        its score has no per-feature drivers, so decisions give the rules'
+        reasons and the scorecard's pushes only. The README compares them.
     """
 
     def __init__(
@@ -98,9 +111,25 @@ class RiskModel(base.Classifier):
         clip: float = 4.0,
         expert: bool = True,
         optimizer: str = "adam",
+        learner: str = "logistic",
+        batch_every: int = 250,
+        batch_window: int = 5000,
+        l2_batch: float = 1.0,
     ) -> None:
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r}")
+        if learner not in LEARNERS:
+            raise ValueError(f"learner must be one of {', '.join(LEARNERS)}, not {learner!r}")
+        if batch_every < 1 or batch_window < 2:
+            raise ValueError("batch_every must be at least 1 and batch_window at least 2")
+        self.learner = learner
+        self.batch_every = batch_every
+        self.batch_window = batch_window
+        self.l2_batch = l2_batch
+        self._buffer: deque[tuple[Features, bool]] | None = deque(maxlen=batch_window) if learner == "batch" else None
+        # The last fit of the batch learner: (means, variances, weights, intercept, log of the positive weight it used).
+        self._fit: tuple[dict[str, float], dict[str, float], dict[str, float], float, float] | None = None
+        self._tree = tree.HoeffdingAdaptiveTreeClassifier(seed=7) if learner == "tree" else None
         self.learning_rate = learning_rate
         self.optimizer = optimizer
         self.l2 = l2
@@ -138,15 +167,66 @@ class RiskModel(base.Classifier):
             self._n_neg += 1
         self._scaler.learn_one(x)
         weight = w * (self._positive_weight() if y else 1.0)
-        self._clf.learn_one(self._scaled(x), y, w=weight)
+        if self.learner == "logistic":
+            self._clf.learn_one(self._scaled(x), y, w=weight)
+        elif self.learner == "batch":
+            assert self._buffer is not None
+            self._buffer.append((x, bool(y)))
+            if self.n_learned % self.batch_every == 0:
+                self._refit()
+        else:
+            assert self._tree is not None
+            self._tree.learn_one(x, bool(y), w=weight)
         self._fast = None
+
+    def _refit(self) -> None:
+        """Fit the batch learner afresh on the buffered outcomes (deterministic: Newton's method, fixed order)."""
+        assert self._buffer is not None
+        xs = [x for x, _ in self._buffer]
+        y = np.array([yy for _, yy in self._buffer], dtype=float)
+        if y.min() == y.max():
+            return  # one class only: nothing to separate yet
+        means, vars_ = self._scaler.means, self._scaler.vars
+        names = sorted({n for x in xs for n in x if vars_.get(n, 0.0) > 0.0})
+        m = np.array([means[n] for n in names])
+        sd = np.array([vars_[n] ** 0.5 for n in names])
+        raw = np.array([[x.get(n, 0.0) for n in names] for x in xs], dtype=float)
+        X = np.clip((raw - m) / sd, -self.clip, self.clip)
+        X = np.hstack([X, np.ones((len(xs), 1))])
+        pos = y.sum()
+        pw = min(max((len(y) - pos + 1) / (pos + 1), 1.0), self.max_positive_weight)
+        sw = np.where(y > 0, pw, 1.0)
+        reg = np.full(X.shape[1], self.l2_batch)
+        reg[-1] = 0.0  # the intercept is not penalised
+        beta = np.zeros(X.shape[1])
+        for _ in range(50):
+            p = 1.0 / (1.0 + np.exp(-np.clip(X @ beta, -30, 30)))
+            grad = X.T @ (sw * (p - y)) + reg * beta
+            hess = (X * (sw * p * (1 - p))[:, None]).T @ X + np.diag(reg + 1e-9)
+            step = np.linalg.solve(hess, grad)
+            beta -= step
+            if float(np.abs(step).max()) < 1e-8:
+                break
+        self._fit = ({n: float(v) for n, v in zip(names, m)}, {n: vars_[n] for n in names},
+                     {n: float(v) for n, v in zip(names, beta[:-1])}, float(beta[-1]), math.log(pw))
+
+    def _linear(self) -> tuple[dict[str, float], dict[str, float], Any, float, float]:
+        """The linear learner's (means, variances, weights, intercept, log positive weight) as scoring reads them:
+        the online model's live values, or the batch learner's last fit (the scaler as it stood then)."""
+        if self.learner == "batch":
+            if self._fit is None:
+                return {}, {}, {}, 0.0, math.log(self._positive_weight())
+            return self._fit
+        return self._scaler.means, self._scaler.vars, self._clf.weights, self._clf.intercept, math.log(self._positive_weight())
 
     def score_vector(self, names: tuple[str, ...], x: list[float]) -> float:
         """``predict_proba_one(dict(zip(names, x)))[True]``, to the last bit, without dicts."""
         _, terms, expert_terms, intercept, log_pw, a = self._terms(names)
         c = self.clip
         learned = expert_p = 0.0
-        if a > 0.0:
+        if a > 0.0 and self._tree is not None:
+            learned = _sigmoid(self.log_odds(dict(zip(names, x))))
+        elif a > 0.0:
             z = 0.0
             for i, m, sd, w, at_zero in terms:
                 xi = x[i]
@@ -176,7 +256,7 @@ class RiskModel(base.Classifier):
         learning only on outcomes, so they are built after each learn and reused until the next."""
         fast = self.__dict__.get("_fast")
         if fast is None or fast[0] is not names:
-            means, vars_, weights = self._scaler.means, self._scaler.vars, self._clf.weights
+            means, vars_, weights, intercept, log_pw = self._linear()
             # Only the terms that can move the score: a feature with no spread scales to 0, and a
             # weight of 0 adds 0 (features a portfolio never sees, like a current account it has not).
             learned_terms = []
@@ -190,8 +270,8 @@ class RiskModel(base.Classifier):
                 names,
                 tuple(learned_terms),
                 tuple((i, EXPERT_SCORECARD[n]) for i, n in enumerate(names) if EXPERT_SCORECARD.get(n, 0.0)),
-                self._clf.intercept,
-                math.log(self._positive_weight()),
+                intercept,
+                log_pw,
                 self._learned_share(),
             )
         return fast
@@ -201,10 +281,17 @@ class RiskModel(base.Classifier):
 
     def log_odds(self, x: Features) -> float:
         """Prior-corrected log-odds of default."""
-        xs = self._scaled(x)
-        weights = self._clf.weights
-        z = self._clf.intercept + sum(weights.get(k, 0.0) * v for k, v in xs.items())
-        return float(z) - math.log(self._positive_weight())
+        if self._tree is not None:
+            p = min(max(self._tree.predict_proba_one(x).get(True, 0.0), 1e-6), 1.0 - 1e-6)
+            return math.log(p / (1.0 - p)) - math.log(self._positive_weight())
+        means, vars_, weights, intercept, log_pw = self._linear()
+        z = 0.0  # summed as score_vector sums, so that the two agree to the last bit
+        for k, v in x.items():
+            w = weights.get(k, 0.0)
+            var = vars_.get(k, 0.0)
+            if w and var:
+                z += w * _clip((v - means.get(k, 0.0)) / var ** 0.5, self.clip)
+        return float(intercept + z) - log_pw
 
     def _learned_share(self) -> float:
         if self._handed:
@@ -242,6 +329,9 @@ class RiskModel(base.Classifier):
                          _evidence=deque(maxlen=HANDOVER_WINDOW), handover_judged=(None, None))
             if 0 < state["_n_pos"] < n:
                 state["_legacy_share"] = state["_n_pos"] / n
+        for key, default in (("learner", "logistic"), ("batch_every", 250), ("batch_window", 5000), ("l2_batch", 1.0),
+                             ("_buffer", None), ("_fit", None), ("_tree", None)):
+            state.setdefault(key, default)  # saved before the learner could be chosen: the online logistic one
         self.__dict__.update(state)
 
     def predict_proba_one(self, x: Features, **kwargs: Any) -> dict[bool | str | int, float]:
@@ -252,11 +342,12 @@ class RiskModel(base.Classifier):
         return {False: 1.0 - p, True: p}
 
     def contributions(self, x: Features) -> dict[str, float]:
-        """Each feature's push on the log-odds, blended as the score is."""
+        """Each feature's push on the log-odds, blended as the score is (a tree's pushes read 0)."""
         a = self._learned_share()
-        xs = self._scaled(x)
-        weights = self._clf.weights
-        return {k: _blend(a, weights.get(k, 0.0) * xs.get(k, 0.0), EXPERT_SCORECARD.get(k, 0.0) * v) for k, v in x.items()}
+        means, vars_, weights, _, _ = self._linear() if self._tree is None else ({}, {}, {}, 0.0, 0.0)
+        learned = {k: weights.get(k, 0.0) * _clip((v - means.get(k, 0.0)) / vars_[k] ** 0.5, self.clip)
+                   if vars_.get(k, 0.0) else 0.0 for k, v in x.items()}
+        return {k: _blend(a, learned[k], EXPERT_SCORECARD.get(k, 0.0) * v) for k, v in x.items()}
 
     @classmethod
     def _unit_test_params(cls) -> Any:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
-    "ACTIONS", "BREAKER_ACTIONS", "Cap", "ESCALATION", "GUARDABLE", "HOLD_ACTION", "LineState", "POLICY_ACTIONS",
+    "ACTIONS", "BREAKER_ACTIONS", "Cap", "ESCALATION", "GUARDABLE", "HOLD_ACTION", "LEARNERS", "LineState", "POLICY_ACTIONS",
     "REVIEWED", "SEVERITY", "STATES", "STATUSES", "STATE_OF_ACTION", "action_for", "cap_for",
 ]
 
@@ -92,3 +92,7 @@ def cap_for(status: str, limit: int, balance: int, floor_share: float) -> int:
     if cap == "balance":
         return min(limit, balance)
     return 0
+
+# The learned model (riskmon.models.risk_model.RiskModel's ``learner``): online logistic regression, a
+# mini-batch logistic regression refitted on the latest outcomes, or an online tree (Hoeffding adaptive).
+LEARNERS = ("logistic", "batch", "tree")

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from riskmon.models.features import default_spec, load_spec
 from riskmon.models.model_file import load_model
 from riskmon.models.policy import load_policy
+from riskmon.models.risk_model import RiskModel
 
 from . import faust_internals
 from .checkpoint import NO_ACK, Round
@@ -212,6 +213,8 @@ class Worker:
         metrics = Metrics(registry)
         spec = load_spec(settings.features_file) if settings.features_file else None
         model, info = load_model(settings.model_file, (spec or default_spec()).names) if settings.model_file else (None, None)
+        if model is None and settings.learner != "logistic":
+            model = RiskModel(learner=settings.learner)
         if info is not None:
             log.warning("partitions without a snapshot start from %s", info.line())
         options = Options(

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from riskmon.models.errors import Rejected
 from riskmon.models.policy import Policy, load_policy
-from riskmon.models.vocabulary import GUARDABLE, STATUSES
+from riskmon.models.vocabulary import GUARDABLE, LEARNERS, STATUSES
 from riskmon.streams.render import counted
 
 if TYPE_CHECKING:
@@ -159,6 +159,8 @@ def _judging_args(p: argparse.ArgumentParser, many_policies: bool = False) -> No
                                       "one, models/data/default_features.toml)")
     p.add_argument("--model", help="start every partition from this model file (`riskmon train`; default: "
                                    "$RISKMON_MODEL_FILE, or the expert scorecard handing over as outcomes are learned)")
+    p.add_argument("--learner", choices=LEARNERS, help="the learned model when no model file is named (default: "
+                                                       "$RISKMON_LEARNER or logistic)")
 
 
 def _judging(args: argparse.Namespace) -> tuple[Policy | None, FeatureSpec | None]:
@@ -180,11 +182,16 @@ def _model(args: argparse.Namespace, spec: FeatureSpec | None) -> tuple[RiskMode
     ((None, "") without one: the cold start)."""
     from riskmon.models.features import default_spec
     from riskmon.models.model_file import load_model
+    from riskmon.models.risk_model import RiskModel
 
     path = getattr(args, "model", None) or _settings().model_file
+    learner = getattr(args, "learner", None)
     if not path:
-        return None, ""
+        learner = learner or _settings().learner
+        return (None, "") if learner == "logistic" else (RiskModel(learner=learner), "")
     model, info = load_model(path, (spec or default_spec()).names)
+    if learner is not None and learner != model.learner:
+        raise ValueError(f"--learner {learner}, but the model file {path} holds a {model.learner} model: give one or the other")
     print(f"riskmon: starting from {info.line()}", file=sys.stderr)
     return model, info.version
 
@@ -427,6 +434,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.source == "uci":
         from riskmon.streams.tools.evaluate_uci import main_evaluate
 
+        args.learner = args.learner or _settings().learner
         return main_evaluate(args)
     import json
 
@@ -507,7 +515,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _writable(args.out, "--out")
     policy, spec = _judging(args)
     info, summary = train(args.events, args.out, policy=policy, spec=spec, bad_dpd=args.bad_dpd,
-                          progress=sys.stderr.isatty())
+                          progress=sys.stderr.isatty(), learner=args.learner or _settings().learner)
     rejected = sum(summary.rejected.values())
     print(f"train: {summary.events} events ({rejected} rejected); {info.line()}", file=sys.stderr)
     print(f"train: wrote {args.out}; start from it with --model {args.out} or RISKMON_MODEL_FILE={args.out}",
@@ -648,6 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--policy", help="policy TOML the log is replayed under (default: $RISKMON_POLICY_FILE, or the shipped policy)")
     n.add_argument("--features", help="feature specification TOML (default: $RISKMON_FEATURES_FILE, or the shipped one)")
     n.add_argument("--bad-dpd", type=_positive_int, default=30, help="days past due that make an instalment a bad outcome")
+    n.add_argument("--learner", choices=LEARNERS, help="the model to learn (default: $RISKMON_LEARNER or logistic)")
     n.set_defaults(func=_cmd_train)
 
     b = sub.add_parser("bench", help="throughput, latency and memory beside the aiokafka and Faust ceilings")

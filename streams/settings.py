@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     features_file: Path | None = Field(None, description="feature specification TOML (default: the shipped one)")
     model_file: Path | None = Field(None, description="a model from `riskmon train`: partitions start from it (default: "
                                                       "the expert scorecard, handing over as outcomes are learned)")
+    learner: Literal["logistic", "batch", "tree"] = Field(
+        "logistic", description="the learned model without a model file: online logistic regression, a mini-batch one "
+                                "refitted every 250 outcomes, or an online tree (README: the risk model)")
     session_timeout_s: float = Field(10.0, gt=0)
     heartbeat_s: float = Field(1.0, gt=0)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

@@ -52,7 +52,9 @@ def _offline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> di
     return {name: m.fit(x_train, y_train).predict_proba(x_test)[:, 1] for name, m in reference_models().items()}
 
 
-def evaluate_uci(path: str | Path = DEFAULT_DATA, cohorts: int = COHORTS, test_cohorts: int = 4) -> UciResult:
+def evaluate_uci(path: str | Path = DEFAULT_DATA, cohorts: int = COHORTS, test_cohorts: int = 4,
+                 learner: str = "logistic") -> UciResult:
+    """``learner``: the learned model's kind (riskmon.models.risk_model.RiskModel), from nothing."""
     t0 = time.perf_counter()
     rows = load_rows(path)
     by_id = {f"UCI{r['ID']:05d}": r for r in rows}
@@ -62,7 +64,7 @@ def evaluate_uci(path: str | Path = DEFAULT_DATA, cohorts: int = COHORTS, test_c
     # nothing months into the data, which would trip it (with it on: 88 closures instead of 3,144, the rest held).
     base = default_policy()
     policy = base.updated({"breaker.closure": 0, "breaker.limit_reduction": 0}, f"{base.version}+no-breaker")
-    engine = Engine(partitions=1, policy=policy)
+    engine = Engine(partitions=1, policy=policy, model=RiskModel(learner=learner))
     outcome: dict[str, tuple[float, list[float], bool, int]] = {}  # aid -> (score, features, default, ts)
     first: dict[str, dict[int, int]] = {}  # aid -> severity -> first event time
     for ev in log:
@@ -133,7 +135,7 @@ def evaluate_uci(path: str | Path = DEFAULT_DATA, cohorts: int = COHORTS, test_c
         "closure_recall": share(defaulters, lambda a: a in closed),
         "closures": len(closed),
     }
-    res.warm_start = warm_start(rows, cohorts, test_cohorts, policy)
+    res.warm_start = warm_start(rows, cohorts, test_cohorts, policy, learner)
     return res
 
 
@@ -148,20 +150,21 @@ def _log(rows: list[dict[str, int]], cohorts: int) -> list[Event]:
     return [ev for _, ev in log]
 
 
-def warm_start(rows: list[dict[str, int]], cohorts: int, test_cohorts: int, policy: Policy) -> dict[str, Any]:
+def warm_start(rows: list[dict[str, int]], cohorts: int, test_cohorts: int, policy: Policy,
+               learner: str = "logistic") -> dict[str, Any]:
     """A lender with history against one without: a model learned from the earlier cohorts' clients (as
     `riskmon train` learns, in one partition, from every outcome in event-time order), then the later
     cohorts' clients alone replayed twice, from nothing and from that model; the prequential AUC of each
     on the later clients' statements."""
     late = cohorts - test_cohorts
-    trainer = Engine(1, policy)
+    trainer = Engine(1, policy, model=RiskModel(learner=learner))
     trained = 0
     for ev in _log([r for r in rows if cohort_of(r, cohorts) < late], cohorts):
         trained += sum(len(result.outcomes) for result in trainer.process(ev))
     later = _log([r for r in rows if cohort_of(r, cohorts) >= late], cohorts)
 
     def prequential(model: RiskModel | None) -> float | None:
-        engine = Engine(1, policy, model=model)
+        engine = Engine(1, policy, model=model or RiskModel(learner=learner))
         ys: list[bool] = []
         scores: list[float] = []
         for ev in later:
@@ -258,7 +261,10 @@ def main_evaluate(args: Any) -> int:
     path = Path(args.data) if args.data else DEFAULT_DATA
     if not path.is_file():
         raise ValueError(f"no UCI data at {path} (give --data PATH to default_of_credit_card_clients.csv)")
-    r = evaluate_uci(path, args.cohorts, args.test_cohorts)
+    if getattr(args, "model", None):
+        raise ValueError("`riskmon evaluate uci` learns from nothing (and warm-starts from its own earlier cohorts): "
+                         "--model does not apply; --learner does")
+    r = evaluate_uci(path, args.cohorts, args.test_cohorts, getattr(args, "learner", None) or "logistic")
     print(format_result(r))
     if args.plots:
         for p in plot_result(r, args.plots):

@@ -16,6 +16,7 @@ from riskmon.models.engine import Engine
 from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.model_file import ModelInfo, lineage, save_model
 from riskmon.models.policy import Policy
+from riskmon.models.risk_model import RiskModel
 
 from ..replay import ReplaySummary, apply_log
 
@@ -31,10 +32,10 @@ def _sha256(path: str | Path) -> str:
 
 
 def train(events_path: str | Path, out: str | Path, policy: Policy | None = None, spec: FeatureSpec | None = None,
-          bad_dpd: int = 30, progress: bool = False) -> tuple[ModelInfo, ReplaySummary]:
+          bad_dpd: int = 30, progress: bool = False, learner: str = "logistic") -> tuple[ModelInfo, ReplaySummary]:
     """Learn from the log's outcomes and write the model file; ValueError if the log has none."""
     summary = ReplaySummary()
-    engine = Engine(1, policy, bad_dpd=bad_dpd, spec=spec)
+    engine = Engine(1, policy, bad_dpd=bad_dpd, spec=spec, model=RiskModel(learner=learner))
     outcomes = defaults = 0
     first = last = None
     for ev, results in apply_log(events_path, engine, summary, progress="train" if progress else None):

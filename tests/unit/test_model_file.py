@@ -120,3 +120,26 @@ def test_the_cli_trains_replays_from_the_model_and_refuses_a_bad_one(
     opened = _write(tmp_path / "opened.jsonl", simulate(5, 1, seed=1)[0][:5])
     assert main(["train", str(opened), "--out", str(tmp_path / "none.model")]) == 2
     assert "has no outcomes to learn from" in capsys.readouterr().err and not (tmp_path / "none.model").exists()
+
+
+def test_the_learner_is_chosen_by_flag_or_setting_and_a_model_file_keeps_its_own(
+        logs: tuple[pathlib.Path, pathlib.Path, pathlib.Path], tmp_path: pathlib.Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    history, later, _ = logs
+    by_flag, by_setting, default = (tmp_path / f"{n}.jsonl" for n in ("flag", "setting", "default"))
+    # One partition: enough outcomes for a learned model to take over from the scorecard, so the learner shows.
+    one = ["--partitions", "1", "--quiet"]
+    assert main(["replay", str(history), "--learner", "batch", "--out", str(by_flag), *one]) == 0
+    monkeypatch.setenv("RISKMON_LEARNER", "batch")
+    assert main(["replay", str(history), "--out", str(by_setting), *one]) == 0
+    monkeypatch.delenv("RISKMON_LEARNER")
+    assert main(["replay", str(history), "--out", str(default), *one]) == 0
+    assert by_flag.read_bytes() == by_setting.read_bytes() != default.read_bytes()
+    capsys.readouterr()
+    model = tmp_path / "batch.model"
+    assert main(["train", str(history), "--learner", "batch", "--out", str(model)]) == 0
+    assert load_model(model)[0].learner == "batch" and "learner=batch" in load_model(model)[1].learner
+    capsys.readouterr()
+    assert main(["replay", str(later), "--model", str(model), "--learner", "tree", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--learner tree, but the model file" in err and "holds a batch model" in err and err.count("\n") == 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 
 import orjson
@@ -12,6 +13,7 @@ from riskmon.models.codec import dumps
 from riskmon.models.features import FEATURE_NAMES
 from riskmon.models.monitor import Monitor
 from riskmon.models.risk_model import HANDOVER_EVERY, RiskModel, dumps_model, loads_model
+from riskmon.models.vocabulary import LEARNERS
 from riskmon.models.simulate import simulate
 from riskmon.models.state import I_SCORE, I_X
 from riskmon.models.codec import decode
@@ -205,6 +207,50 @@ def test_a_model_saved_before_the_handover_on_evidence_restores_as_it_scored() -
     assert "_legacy_share" not in cold.__dict__ and cold.handover_judged != (None, None)
 
 
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_every_learner_learns_the_risk_and_checkpoints_with_identical_scores(learner: str) -> None:
+    rng = random.Random(5)
+    m = RiskModel(expert=False, learner=learner, batch_every=100)
+    for _ in range(1500):  # arrears and utilisation raise the odds of default; on-time payments lower them
+        x = {"dpd_months": float(rng.random() < 0.2) * rng.uniform(0.1, 3), "utilisation": rng.random(),
+             "on_time_payments": float(rng.randint(0, 3))}
+        z = -3 + 2.0 * x["dpd_months"] + 1.5 * x["utilisation"] - 0.5 * x["on_time_payments"]
+        m.learn_one(x, rng.random() < 1 / (1 + math.exp(-z)))
+    risky = {"dpd_months": 2.0, "utilisation": 0.95, "on_time_payments": 0.0}
+    safe = {"dpd_months": 0.0, "utilisation": 0.1, "on_time_payments": 3.0}
+    assert m.predict_proba_one(risky)[True] > 2 * m.predict_proba_one(safe)[True]
+    again = loads_model(dumps_model(m))
+    for x in (risky, safe):
+        assert again.predict_proba_one(x)[True] == m.predict_proba_one(x)[True]
+
+
+def test_a_batch_learner_refits_only_every_n_outcomes() -> None:
+    m = RiskModel(expert=False, learner="batch", batch_every=10, batch_window=30)
+    x = {"utilisation": 0.9}
+    for i in range(9):
+        m.learn_one({"utilisation": (i % 3) / 3}, i % 3 == 2)
+    before = m.predict_proba_one(x)[True]
+    m.learn_one({"utilisation": 0.1}, False)  # the tenth: a fit on all ten
+    fitted = m.predict_proba_one(x)[True]
+    assert fitted != before and m._buffer is not None and len(m._buffer) == 10
+    for i in range(40):
+        m.learn_one({"utilisation": (i % 3) / 3}, i % 3 == 2)
+    assert len(m._buffer) == 30, "the window keeps only the latest outcomes"
+
+
+def test_a_model_pickled_before_learners_could_be_chosen_is_the_online_logistic_one() -> None:
+    m = RiskModel()
+    for i in range(60):
+        m.learn_one(_RISKY if i % 3 else _SAFE, i % 3 == 1)
+    state = {k: v for k, v in m.__dict__.items()
+             if k not in ("learner", "batch_every", "batch_window", "l2_batch", "_buffer", "_fit", "_tree")}
+    old = RiskModel.__new__(RiskModel)
+    old.__setstate__(state)
+    assert old.learner == "logistic" and old.predict_proba_one(_RISKY) == m.predict_proba_one(_RISKY)
+    with pytest.raises(ValueError, match="learner must be one of logistic, batch, tree"):
+        RiskModel(learner="forest")
+
+
 def test_ledger_reporting_current_after_the_due_date_settles_the_instalment() -> None:
     a = Account()
     a.draw(0, 500)
@@ -214,13 +260,14 @@ def test_ledger_reporting_current_after_the_due_date_settles_the_instalment() ->
     assert a.state["inst"] == [] and a.state["dpd"] == 0 and a.state["on_time"] == 1
 
 
+@pytest.mark.parametrize("learner", LEARNERS)
 @pytest.mark.parametrize("expert", [False, True])
-def test_scoring_and_explaining_from_vectors_read_what_the_model_says(expert: bool) -> None:
+def test_scoring_and_explaining_from_vectors_read_what_the_model_says(expert: bool, learner: str) -> None:
     """score_vector and contributions_vector (the per-event paths, with their cached terms and the terms of
     zero features worked out once) give exactly predict_proba_one's and contributions' numbers."""
     rng = random.Random(int(expert))
     names = FEATURE_NAMES
-    m = RiskModel(expert=expert)
+    m = RiskModel(expert=expert, learner=learner, batch_every=50)
 
     def draw() -> list[float]:
         return [0 if rng.random() < 0.5 else rng.uniform(-3.0, 8.0) for _ in names]
