@@ -24,12 +24,13 @@ import orjson
 
 from .errors import RejectReason, Rejected
 from .units import DAY_MS
-from .vocabulary import GUARDABLE, STATUSES
+from .vocabulary import GUARDABLE, LEARNERS, STATUSES
 from .events import (
     CASH_FLOW_KINDS,
     CONTROL_TYPES,
     CURRENCIES,
     EVENT_TYPES,
+    MODEL_COMMANDS,
     REVIEW_OUTCOMES,
     TRANSACTION_TYPES,
     Review,
@@ -41,6 +42,7 @@ from .events import (
     Event,
     InstalmentDue,
     LimitChanged,
+    ModelCommand,
     Payment,
     PolicyUpdate,
     Transaction,
@@ -272,6 +274,19 @@ def _breaker_command(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> 
     return BreakerCommand(t, eid, ts, command, action, _text(o, "note", ""))
 
 
+def _model_command(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
+    command = _req(o, "command")
+    if command not in MODEL_COMMANDS:
+        raise Rejected(RejectReason.WRONG_TYPE, f"field 'command' must be {', '.join(repr(c) for c in MODEL_COMMANDS)}")
+    learner = o.get("learner")
+    if command == "challenge":
+        if learner not in LEARNERS:
+            raise Rejected(RejectReason.WRONG_TYPE, f"a challenge needs field 'learner': one of {', '.join(LEARNERS)}")
+    elif learner is not None:
+        raise Rejected(RejectReason.WRONG_TYPE, f"field 'learner' belongs to a challenge, not a {command}")
+    return ModelCommand(t, eid, ts, command, learner or "", _text(o, "note", ""))
+
+
 def _review(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
     outcome = _req(o, "outcome")
     if outcome not in REVIEW_OUTCOMES:
@@ -300,6 +315,7 @@ _BUILDERS: dict[str, Callable[[dict[str, Any], str, str, str, int], Event]] = {
     "review": _review,
     "policy_update": _policy_update,
     "breaker_command": _breaker_command,
+    "model_command": _model_command,
 }
 assert set(_BUILDERS) == set(EVENT_TYPES)
 

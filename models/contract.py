@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .events import CASH_FLOW_KINDS, CURRENCIES, REVIEW_OUTCOMES
-from .vocabulary import ACTIONS, GUARDABLE, STATUSES
+from .events import CASH_FLOW_KINDS, CURRENCIES, MODEL_COMMANDS, REVIEW_OUTCOMES
+from .vocabulary import ACTIONS, GUARDABLE, LEARNERS, STATUSES
 
 __all__ = ["SCHEMAS", "schema_enums", "write_schemas"]
 
@@ -27,6 +27,7 @@ def schema_enums(folder: Path = SCHEMAS) -> dict[str, dict[str, list[str]]]:
         "decision.json": {"action": list(ACTIONS), "previous_state": list(STATUSES), "new_state": list(STATUSES)},
         "breaker_command.json": {"action": list(GUARDABLE)},
         "review.json": {"outcome": list(REVIEW_OUTCOMES), "state": list(STATUSES)},
+        "model_command.json": {"command": list(MODEL_COMMANDS), "learner": list(LEARNERS)},
     }
     for type_, kinds in CASH_FLOW_KINDS.items():
         out.setdefault(f"{type_}.json", {})["kind"] = list(kinds)

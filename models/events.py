@@ -32,6 +32,8 @@ __all__ = [
     "REVIEW_OUTCOMES",
     "PolicyUpdate",
     "BreakerCommand",
+    "ModelCommand",
+    "MODEL_COMMANDS",
     "ControlEvent",
     "Event",
     "AccountEvent",
@@ -49,7 +51,9 @@ REPAYMENT_TYPES = ("instalment_due", "payment", "dpd_report")
 LIFECYCLE_TYPES = ("account_opened", "limit_changed", "review")
 # What a reviewer may decide on one account: put it back to normal, set it at a state, or confirm where it is.
 REVIEW_OUTCOMES = ("reinstate", "hold", "confirm")
-CONTROL_TYPES = ("policy_update", "breaker_command")
+CONTROL_TYPES = ("policy_update", "breaker_command", "model_command")
+# What a model command does: start a challenger learning and scoring in shadow, put it in force, or drop it.
+MODEL_COMMANDS = ("challenge", "promote", "drop")
 EVENT_TYPES = TRANSACTION_TYPES + CASH_FLOW_TYPES + REPAYMENT_TYPES + LIFECYCLE_TYPES + CONTROL_TYPES
 # What each cash-flow type's ``kind`` may be ("other" when a ledger has no finer code).
 CASH_FLOW_KINDS = {
@@ -232,6 +236,20 @@ class BreakerCommand:
 
 @quick_init
 @dataclass(frozen=True, slots=True)
+class ModelCommand:
+    """Champion and challenger: start a challenger (a fresh model of ``learner``) in shadow, promote it, or drop it."""
+
+    type: str
+    event_id: str
+    ts: int
+    command: str  # one of MODEL_COMMANDS
+    learner: str  # the challenger's learner (a challenge); "" otherwise
+    note: str
+    account_id: str = "control"
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
 class Review:
     """A person's decision on one account, after looking at it: it stands over the automatic policy for a while."""
 
@@ -247,10 +265,10 @@ class Review:
 
 AccountEvent = Union[Transaction, CashFlow, BalanceReport, InstalmentDue, Payment, DpdReport, AccountOpened, LimitChanged,
                      Review]
-ControlEvent = Union[PolicyUpdate, BreakerCommand]
+ControlEvent = Union[PolicyUpdate, BreakerCommand, ModelCommand]
 Event = Union[AccountEvent, ControlEvent]
 
 
 def is_broadcast(event: Event) -> bool:
     """A control event: it applies in every shard (partition), not in the one that owns an account."""
-    return isinstance(event, (PolicyUpdate, BreakerCommand))
+    return isinstance(event, (PolicyUpdate, BreakerCommand, ModelCommand))

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import bisect
 import pickle
-from collections import Counter
+from collections import Counter, deque
 from typing import Any, Protocol
 
 from .breaker import Breaker
 from .errors import RejectReason, Rejected
-from .events import AccountEvent, BreakerCommand, Event, InstalmentDue, PolicyUpdate
+from .events import AccountEvent, BreakerCommand, Event, InstalmentDue, ModelCommand, PolicyUpdate
 from .featurespec import FeatureSpec, default_spec
 from .policy import Policy, default_policy
-from .quality import ScoreQuality
+from .quality import ScoreQuality, roc_auc
 from .risk_model import RiskModel
 from .stability import Stability
 from .state import I_X, AccountState
@@ -25,7 +25,8 @@ from .vocabulary import HOLD_ACTION, STATES
 
 __all__ = ["Monitor", "States"]
 
-_BEFORE_ANY_TIME = -(2**62)  # event times reach back to 1900, before the epoch
+_BEFORE_ANY_TIME = -(2**62)
+CHALLENGE_WINDOW = 2000  # the latest outcomes champion and challenger are compared on  # event times reach back to 1900, before the epoch
 
 # States in which a line is closed: not counted among the open accounts the breaker's share rule reads.
 _CLOSED = frozenset(s.name for s in STATES if s.cap == "zero")
@@ -66,6 +67,11 @@ class Monitor:
         self.model = model if model is not None else RiskModel()
         self.quality = ScoreQuality()
         self.stability = Stability()  # who is scored now against whom the model learned from (PSI)
+        # Champion and challenger: a model learning beside the one in force, never deciding, and the two
+        # compared on the same outcomes ((default, champion's score, challenger's), each scored before learning it).
+        self.challenger: RiskModel | None = None
+        self.challenger_since: int | None = None  # event time of the challenge
+        self.challenge: deque[tuple[bool, float, float]] = deque(maxlen=CHALLENGE_WINDOW)
         self.checkpoint_every = checkpoint_every
         self.bad_dpd = bad_dpd
         self.checkpoints = 0
@@ -95,6 +101,9 @@ class Monitor:
         """
         if isinstance(event, PolicyUpdate):
             self.control(event)
+            return []
+        if isinstance(event, ModelCommand):
+            self.model_command(event)
             return []
         if isinstance(event, BreakerCommand):
             results = []
@@ -128,6 +137,30 @@ class Monitor:
         keys = [p[0] for p in self._policies]
         self._policies.insert(bisect.bisect_right(keys, event.ts), (event.ts, policy))
         return policy
+
+    def model_command(self, event: ModelCommand) -> bool:
+        """Start, promote or drop a challenger from the command's event time; False if already applied, or if there
+        is no challenger to promote or drop (said by the caller, not an error: every shard gets every command)."""
+        if event.event_id in self._policy_events:
+            return False
+        self._policy_events.add(event.event_id)
+        if event.command == "challenge":
+            self.challenger = RiskModel(learner=event.learner)
+            self.challenger_since = event.ts
+            self.challenge.clear()
+            return True
+        if self.challenger is None:
+            return False
+        if event.command == "promote":
+            self.model = self.challenger
+            self.new_version()  # decisions from here on carry a new version: the promoted model's
+        self.challenger, self.challenger_since = None, None
+        return True
+
+    def challenge_auc(self) -> tuple[float | None, float | None, int]:
+        """(champion's AUC, challenger's AUC, outcomes) on the same latest outcomes since the challenge began."""
+        ys = [c[0] for c in self.challenge]
+        return (roc_auc(ys, [c[1] for c in self.challenge]), roc_auc(ys, [c[2] for c in self.challenge]), len(ys))
 
     def command(self, event: BreakerCommand) -> list[str]:
         """Re-arm the breaker for ``event.action``; the accounts whose held moves :meth:`resolve` must settle.
@@ -180,7 +213,7 @@ class Monitor:
         ``learn=False`` re-applies an event whose outcomes this model already
         learned (a worker redoing a round after a crash).
         """
-        if isinstance(event, (PolicyUpdate, BreakerCommand)):  # pragma: no cover - guarded by callers' typing
+        if isinstance(event, (PolicyUpdate, BreakerCommand, ModelCommand)):  # pragma: no cover - guarded by callers' typing
             raise Rejected(RejectReason.UNKNOWN_TYPE, "control events go to Monitor.control and Monitor.command")
         policy = self.policy_at(event.ts)
         ready = self.model.n_learned >= policy.score.min_labels
@@ -205,7 +238,13 @@ class Monitor:
             # features as they were then (point-in-time correct).
             if o.score is not None and self.quality.update(o.default, o.score):
                 result.drift = True
-            self.model.learn_one(dict(zip(self.spec.names, o.features)), o.default)
+            x = dict(zip(self.spec.names, o.features))
+            if self.challenger is not None:
+                # Both scored on the same features before either learns the outcome: a fair comparison.
+                self.challenge.append((o.default, self.model.predict_proba_one(x)[True],
+                                       self.challenger.predict_proba_one(x)[True]))
+                self.challenger.learn_one(x, o.default)
+            self.model.learn_one(x, o.default)
             self.stability.learned(o.score, o.features)
             self.labels_since_checkpoint += 1
             self.outcomes_seen += 1
@@ -234,6 +273,7 @@ class Monitor:
             "policy_events": self._policy_events, "checkpoint_every": self.checkpoint_every,
             "bad_dpd": self.bad_dpd, "status": dict(self.status), "breaker": self.breaker.state(),
             "held": self.held, "spec": self.spec, "model_base": self.model_base,
+            "challenger": self.challenger, "challenger_since": self.challenger_since, "challenge": self.challenge,
         }
 
     @classmethod
@@ -263,6 +303,9 @@ class Monitor:
         m.open_accounts = sum(n for status, n in m.status.items() if status not in _CLOSED)
         m.breaker = Breaker.from_state(snap.get("breaker"))
         m.held = snap.get("held", {})
+        m.challenger = snap.get("challenger")
+        m.challenger_since = snap.get("challenger_since")
+        m.challenge = snap.get("challenge", m.challenge)
         return m
 
 

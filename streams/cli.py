@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from riskmon.models.errors import Rejected
 from riskmon.models.policy import Policy, load_policy
+from riskmon.models.events import MODEL_COMMANDS
 from riskmon.models.vocabulary import GUARDABLE, LEARNERS, STATUSES
 from riskmon.streams.render import counted
 
@@ -347,6 +348,29 @@ def _cmd_breaker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_model(args: argparse.Namespace) -> int:
+    """Send a model_command to the control topic: start a challenger in shadow, promote it, or drop it."""
+    import time
+
+    from riskmon.models.codec import format_ts
+
+    if (args.command == "challenge") != (args.learner is not None):
+        raise ValueError("a challenge names its --learner; promote and drop take none")
+    settings = _settings()
+    now = int(time.time() * 1000)
+    event: dict[str, Any] = {"type": "model_command", "event_id": args.event_id or f"model-{args.command}-{now}",
+                             "ts": args.at or format_ts(now), "command": args.command, "note": args.note}
+    if args.learner is not None:
+        event["learner"] = args.learner
+    _send_and_wait(settings, event, 0.0)
+    what = {"challenge": f"a {args.learner} challenger starts learning and scoring in shadow",
+            "promote": "the challenger is put in force (a new model version)",
+            "drop": "the challenger is dropped"}[args.command]
+    print(f"model: {args.command} sent to {settings.input_topics['control']}, which every worker reads, as "
+          f"{event['event_id']} at {event['ts']}: {what} in every partition", file=sys.stderr)
+    return 0
+
+
 def _cmd_review(args: argparse.Namespace) -> int:
     """Send a reviewer's decision on one account (a review event, on the lifecycle topic keyed by the account)."""
     import getpass
@@ -597,6 +621,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--wait", type=float, default=10.0,
                    help="seconds to wait for the decisions the command settles, printed as they come (default 10)")
     k.set_defaults(func=_cmd_breaker)
+
+    mc = sub.add_parser("model", help="champion and challenger: start a challenger in shadow, promote it, or drop it")
+    mc.add_argument("command", choices=MODEL_COMMANDS)
+    mc.add_argument("--learner", choices=LEARNERS, help="the challenger's learner (challenge only)")
+    mc.add_argument("--note", default="", help="who and why (at most 128 characters)")
+    mc.add_argument("--at", help="event time the command takes effect (RFC 3339; default: now)")
+    mc.add_argument("--event-id", help="default: model-COMMAND-<ms>; resending one id applies it once")
+    mc.set_defaults(func=_cmd_model)
 
     v = sub.add_parser("review", help="record a reviewer's decision on one account: reinstate, hold at a state, or confirm")
     v.add_argument("account")

@@ -133,6 +133,11 @@ class Metrics(Collector):
         tripped = GaugeMetricFamily("riskmon_breaker_tripped", "1 while the partition's mass-action breaker holds this action", labels=["partition", "action"])
         psi = GaugeMetricFamily("riskmon_psi", "Population stability index of the score or a feature: the statements scored "
                                 "lately against those the model learned from (each ~1,000, decayed)", labels=["partition", "feature"])
+        challenge = GaugeMetricFamily("riskmon_challenge_auc", "While a challenger learns in shadow: ROC AUC of the model in "
+                                      "force (champion) and of the challenger on the same latest outcomes",
+                                      labels=["partition", "model"])
+        compared = GaugeMetricFamily("riskmon_challenge_outcomes", "Outcomes champion and challenger are compared on",
+                                     labels=["partition"])
         held = GaugeMetricFamily("riskmon_decisions_held", "Accounts whose move the breaker holds for review", labels=["partition", "action"])
         now = time.time()
         for p, sh in sorted(proc.shards.items()):
@@ -145,6 +150,12 @@ class Metrics(Collector):
             handed.add_metric([label], 1 if sh.monitor.model.handed_over else 0)
             for name, value in sh.monitor.stability.psi(sh.monitor.spec.names).items():
                 psi.add_metric([label, name], value)
+            if sh.monitor.challenger is not None:
+                champion, challenger, n = sh.monitor.challenge_auc()
+                compared.add_metric([label], n)
+                for model, value in (("champion", champion), ("challenger", challenger)):
+                    if value is not None:
+                        challenge.add_metric([label, model], value)
             policy.add_metric([label, sh.monitor.policy_at(sh.applied_ts).version], 1)
             if sh.saved_at:
                 age.add_metric([label], now - sh.saved_at)
@@ -152,7 +163,7 @@ class Metrics(Collector):
             for action in GUARDABLE:
                 tripped.add_metric([label, action], 1 if action in trips else 0)
                 held.add_metric([label, action], len(sh.monitor.held.get(action, ())))
-        yield from (auc, version, learned, handed, psi, policy, age, tripped, held)
+        yield from (auc, version, learned, handed, psi, challenge, compared, policy, age, tripped, held)
 
         waiting = GaugeMetricFamily("riskmon_events_held", "Events waiting for event-time order")
         waiting.add_metric([], proc.held())

@@ -47,6 +47,8 @@ class ReplaySummary:
     evaluation: Evaluation | None = None
     # Population stability at the end, all shards together: "score" and each feature -> PSI.
     psi: dict[str, float] = field(default_factory=dict)
+    # Champion and challenger, all shards together, on the latest comparison: (champion AUC, challenger AUC, outcomes).
+    challenge: tuple[float | None, float | None, int] | None = None
 
     @property
     def outcome_auc(self) -> float | None:
@@ -160,6 +162,10 @@ def replay(
     summary.rolling_auc = sum(known) / len(known) if known else None
     summary.drifts = sum(m.quality.drifts for m in engine.monitors)
     summary.psi = Stability.merged([m.stability for m in engine.monitors], engine.monitors[0].spec.names)
+    compared = [c for m in engine.monitors for c in m.challenge]
+    if compared:
+        ys = [c[0] for c in compared]
+        summary.challenge = (roc_auc(ys, [c[1] for c in compared]), roc_auc(ys, [c[2] for c in compared]), len(ys))
     if truth is not None:
         summary.evaluation = tracker.evaluate(truth)
     return summary

@@ -247,6 +247,21 @@ def _timelines(data: ReportCollector) -> list[tuple[str, str, list[tuple[int, st
     return picks
 
 
+def _challenge_table(challenge: tuple[float | None, float | None, int] | None) -> str:
+    """The latest champion/challenger comparison (riskmon model challenge), both scored before learning each outcome."""
+    if challenge is None:
+        return '<p class="muted">No challenger learned beside the model in force in this log (<code>riskmon model challenge</code>).</p>'
+    champion, challenger, n = challenge
+
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    return ('<p class="muted">ROC AUC of each on the same latest outcomes, both scored on the statement\'s features before '
+            f"learning the outcome (all shards together, {n:,} outcomes). The challenger never decides.</p>"
+            f"<table><tr><th>model</th><th>AUC</th></tr><tr><td>champion (in force)</td><td>{f(champion)}</td></tr>"
+            f"<tr><td>challenger</td><td>{f(challenger)}</td></tr></table>")
+
+
 def _psi_table(psi: dict[str, float]) -> str:
     """The PSI of the score and of the features, highest first (see models/stability.py)."""
     if not psi:
@@ -369,5 +384,7 @@ force at the start, <code>{html.escape(policy.version)}</code>; a policy update 
 <table><tr><th>month</th><th>outcomes</th><th>AUC</th></tr>{auc_rows}</table>
 <h2>Population stability</h2>
 {_psi_table(summary.psi)}
+<h2>Champion and challenger</h2>
+{_challenge_table(summary.challenge)}
 </body></html>
 """

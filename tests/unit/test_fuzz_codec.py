@@ -27,6 +27,7 @@ GOOD = {
     "review": {"outcome": "hold", "state": "limit_reduced", "reviewer": "j.chen", "note": "keep a reduced line"},
     "policy_update": {"policy_version": "v2", "thresholds": {"score.watch": 0.3}},
     "breaker_command": {"command": "release", "action": "closure", "note": "reviewed by J. Li"},
+    "model_command": {"command": "challenge", "learner": "batch", "note": "quarterly challenger"},
 }
 assert set(GOOD) == set(EVENT_TYPES)
 
@@ -55,7 +56,7 @@ def test_arbitrary_bytes_are_refused_with_a_reason_or_decoded(raw: bytes) -> Non
 @given(st.sampled_from(sorted(GOOD)), st.sampled_from(["type", "event_id", "account_id", "ts", "amount", "currency",
                                                         "channel", "merchant", "instalment_id", "due_date",
                                                         "days_past_due", "limit", "attributes", "reason",
-                                                        "policy_version", "thresholds", "command", "action", "note", "kind",
+                                                        "policy_version", "thresholds", "command", "action", "note", "kind", "learner",
                                                         "balance"]),
        json_values | st.just(...))
 def test_any_field_replaced_by_any_json_value_is_refused_or_accepted_never_raised(type_: str, field: str, value: object) -> None:
@@ -76,6 +77,8 @@ def test_any_field_replaced_by_any_json_value_is_refused_or_accepted_never_raise
             m.control(ev)  # type: ignore[arg-type]
         elif ev.type == "breaker_command":
             assert m.command(ev) == []  # type: ignore[arg-type]  # nothing held in a fresh shard
+        elif ev.type == "model_command":
+            m.model_command(ev)  # type: ignore[arg-type]
         else:
             opened = decode(orjson.dumps(_record("account_opened") | {"event_id": "open"}))
             state = m.apply(None, opened).state  # type: ignore[arg-type]
