@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import Any, Callable
 
 import faust
@@ -28,6 +29,7 @@ from .control import ControlFeed
 from .metrics import Metrics
 from .processor import Options, StreamProcessor
 from .settings import Settings
+from .stall import StallWatch
 from .topics import client_config
 
 __all__ = ["FaustPorts", "Worker", "build_app"]
@@ -45,6 +47,7 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 PRODUCER_BUFFER_MESSAGES = 20_000
 # How often events held for event-time order are looked at when no record arrives to wake them.
 HOLD_WAKE_S = 0.2
+STALL_CHECK_S = 1.0  # how often owned partitions are checked for a stall (streams/stall.py)
 # How long a rebalance waits for the snapshots this worker sent to be confirmed before it lets its
 # partitions go (see Worker.let_go); past it, the records they cover stay unacked and are redone.
 SETTLE_S = 5.0
@@ -228,9 +231,11 @@ class Worker:
         self.proc = StreamProcessor(self.ports, options, metrics=metrics, on_decision=on_decision)
         self.lock = asyncio.Lock()
         self.owned: set[int] = set()  # input partitions this worker holds now
-        metrics.watch(self.proc, self.lag, lambda: len(self.owned))
+        self.stall = StallWatch(settings.stall_s)
+        metrics.watch(self.proc, self.lag, lambda: len(self.owned), lambda: (self.stall.stalled_seconds(), self.stall.limit_s))
         app.agent(inputs, name="riskmon.monitor")(self.monitor)
         app.task(self.release_held_every)
+        app.task(self.watch_stalls)
         app.task(self.follow_control)
         faust_internals.before_revocation_waits(app, self.let_go)
         app.on_partitions_revoked.connect(self.on_revoked)
@@ -320,6 +325,28 @@ class Worker:
         while True:
             await asyncio.sleep(HOLD_WAKE_S)
             await self.release_held()
+
+    async def watch_stalls(self) -> None:
+        """Check for stalled partitions every STALL_CHECK_S, without the lock: a stall is most often a round
+        waiting, lock held, for writes the broker does not confirm."""
+        while True:
+            await asyncio.sleep(STALL_CHECK_S)
+            self.check_stalls(time.monotonic())
+
+    def check_stalls(self, now: float) -> None:
+        """Say, once, when an owned partition has had input waiting and nothing applied for RISKMON_STALL_S."""
+        waiting: dict[int, int] = {p: 0 for p in self.owned}
+        for _, p, n in self.lag():
+            waiting[p] = waiting.get(p, 0) + n
+        marks = {p: (n, tuple(self.proc.applied_low(p, c) for c in self.topics)) for p, n in waiting.items()}
+        stalled, moved = self.stall.observe(marks, now)
+        for p, n, seconds in stalled:
+            sh = self.proc.shards.get(p)
+            log.warning("partition %d is stalled: %d input records wait and nothing has been applied for %.0f s "
+                        "(%d events held for event-time order); see the RiskmonPartitionStalled runbook",
+                        p, n, seconds, len(sh.hold) if sh is not None else 0)
+        for p, seconds in moved:
+            log.warning("partition %d moves again after %.0f s stalled", p, seconds)
 
     async def release_held(self) -> None:
         """Held events wait for a topic to catch up; nothing else may wake them."""

@@ -85,11 +85,14 @@ class Metrics(Collector):
         self._proc: Stats | None = None
         self._lag: LagSource | None = None
         self._owned: Callable[[], int] | None = None
+        self._stalls: Callable[[], tuple[dict[int, float], float]] | None = None
         registry.register(self)
 
-    def watch(self, proc: Stats, lag: LagSource | None = None, owned: Callable[[], int] | None = None) -> None:
-        """Export ``proc``'s counts; ``lag`` and ``owned`` come from the host, which knows the consumer."""
-        self._proc, self._lag, self._owned = proc, lag, owned
+    def watch(self, proc: Stats, lag: LagSource | None = None, owned: Callable[[], int] | None = None,
+              stalls: Callable[[], tuple[dict[int, float], float]] | None = None) -> None:
+        """Export ``proc``'s counts; ``lag``, ``owned`` and ``stalls`` (partition -> seconds stalled, and the limit)
+        come from the host, which knows the consumer."""
+        self._proc, self._lag, self._owned, self._stalls = proc, lag, owned, stalls
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # families vary with what the processor has seen; describe nothing, collect at scrape
@@ -171,6 +174,17 @@ class Metrics(Collector):
         owned = GaugeMetricFamily("riskmon_partitions_owned", "Input partitions assigned to this worker")
         owned.add_metric([], self._owned() if self._owned is not None else len(proc.shards))
         yield owned
+        if self._stalls is not None:
+            seconds, limit = self._stalls()
+            stalled_s = GaugeMetricFamily("riskmon_stalled_seconds", "Seconds the partition has had input waiting and "
+                                          "nothing applied (0 while it moves or has nothing waiting)", labels=["partition"])
+            stalled = GaugeMetricFamily("riskmon_partition_stalled", "1 while the partition is stalled: input waiting and "
+                                        "nothing applied for RISKMON_STALL_S or longer", labels=["partition"])
+            for p, s in seconds.items():
+                stalled_s.add_metric([str(p)], s)
+                stalled.add_metric([str(p)], 1 if s >= limit else 0)
+            yield stalled_s
+            yield stalled
         if self._lag is not None:
             lag = GaugeMetricFamily("riskmon_consumer_lag", "Input records not yet applied (high watermark minus applied)",
                                     labels=["topic", "partition"])

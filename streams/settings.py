@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     learner: Literal["logistic", "batch", "tree"] = Field(
         "logistic", description="the learned model without a model file: online logistic regression, a mini-batch one "
                                 "refitted every 250 outcomes, or an online tree (README: the risk model)")
+    stall_s: float = Field(60.0, gt=0, description="a partition with input waiting and nothing applied for this "
+                                                   "long is stalled: said in the log, metrics and an alert")
     session_timeout_s: float = Field(10.0, gt=0)
     heartbeat_s: float = Field(1.0, gt=0)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

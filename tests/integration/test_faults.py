@@ -156,3 +156,45 @@ def test_a_worker_told_to_stop_is_gone_within_the_deadline_even_with_its_broker_
     finally:
         cluster.stop()
         own.stop()
+
+
+def test_a_partition_that_cannot_move_says_so_and_says_when_it_moves_again(tmp_path: pathlib.Path) -> None:
+    """The broker hangs (SIGSTOP) while input waits: the worker, alive and answering /metrics, reports each
+    stuck partition after RISKMON_STALL_S in its log and in riskmon_partition_stalled; after SIGCONT it says
+    the partitions move again, and its decisions are replay's."""
+    import urllib.request
+
+    own = EmbeddedBroker(log=open(tmp_path / "tansu.log", "wb")).start()
+    cluster = Cluster(own, tmp_path)
+    cluster.settings = cluster.settings.model_copy(update={"stall_s": 3.0})
+    try:
+        events, _ = simulate(600, 90, seed=33)
+        log = write_log(tmp_path / "ev.jsonl", events)
+        expected = replay_decisions(log)
+        asyncio.run(produce(log, cluster.settings, cluster.bootstrap))
+        cluster.start_worker()
+        cluster.decisions(20, timeout_s=120)  # it is working, with most of the log still to read
+        assert own.proc is not None
+        os.killpg(own.proc.pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 30
+            stalled: list[str] = []
+            while time.monotonic() < deadline and not stalled:
+                time.sleep(1)
+                body = urllib.request.urlopen(f"http://127.0.0.1:{cluster.web_ports[0]}/metrics", timeout=5).read().decode()
+                stalled = [line for line in body.splitlines()
+                           if line.startswith("riskmon_partition_stalled{") and line.endswith(" 1.0")]
+            assert stalled, cluster.logs()
+            assert "is stalled:" in cluster.logs() and "input records wait and nothing has been applied" in cluster.logs()
+        finally:
+            os.killpg(own.proc.pid, signal.SIGCONT)
+        got, _ = cluster.decisions(len(expected), timeout_s=180)
+        assert sorted(got) == sorted(expected), diff(got, expected)
+        deadline = time.monotonic() + 10
+        while "moves again after" not in cluster.logs() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "moves again after" in cluster.logs()
+        print(f"\nFAULT broker hung with input waiting: {len(stalled)} partition(s) reported stalled, then moved again")
+    finally:
+        cluster.stop()
+        own.stop()

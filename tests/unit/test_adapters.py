@@ -269,3 +269,19 @@ def test_the_worker_logs_at_its_level_not_at_debug() -> None:
         loop.close()
         root.setLevel(level)
         root.handlers[:] = handlers
+
+
+def test_a_stall_is_input_waiting_with_nothing_applied_and_is_said_once() -> None:
+    from riskmon.streams.stall import StallWatch
+
+    w = StallWatch(limit_s=10)
+    assert w.observe({0: (0, "a")}, now=0.0) == ([], [])
+    assert w.observe({0: (0, "a")}, now=100.0) == ([], []), "idle with nothing waiting is no stall"
+    assert w.observe({0: (4, "a")}, now=101.0) == ([], []), "the clock starts when input begins to wait"
+    assert w.observe({0: (4, "a")}, now=111.0) == ([(0, 4, 10.0)], [])
+    assert w.observe({0: (6, "a")}, now=130.0) == ([], []) and w.stalled() == {0}, "said once per stall"
+    assert w.observe({1: (3, "z")}, now=131.0) == ([], []) and w.stalled_seconds() == {1: 0.0}, "a partition gone is forgotten"
+    assert w.observe({1: (3, "z")}, now=141.0) == ([(1, 3, 10.0)], [])
+    assert w.observe({1: (0, "z")}, now=142.0) == ([], []) and w.stalled() == set(), "nothing waiting any more"
+    with pytest.raises(ValueError):
+        StallWatch(0)

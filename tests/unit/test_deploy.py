@@ -40,7 +40,7 @@ def promtool(*args: str) -> str:
 def test_promtool_checks_the_config_and_the_rules() -> None:
     assert "SUCCESS" in promtool("check", "config", "prometheus.yml")
     assert "SUCCESS" in promtool("check", "config", "prometheus-local.yml")
-    assert "SUCCESS: 10 rules found" in promtool("check", "rules", "alerts.yml")
+    assert "SUCCESS: 11 rules found" in promtool("check", "rules", "alerts.yml")
 
 
 def test_alert_rule_unit_tests_pass_including_mass_closure_firing_and_not() -> None:
