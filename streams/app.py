@@ -175,6 +175,7 @@ class Worker:
             tansu_list_offsets.install(bootstrap, **client_config(settings))
             tansu_fetch_wait.install()
         faust_internals.install_direct_delivery()
+        faust_internals.refetch_dropped_records()
         settings.datadir.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self.app = app = faust.App(

@@ -14,7 +14,9 @@ What is used, and why:
    event-loop pass and a chain of awaits per record).
 2. :func:`install_direct_delivery`: the consumer hands a record to the agent
    without four tasks when the hand-off cannot block; :func:`before_revocation_waits`:
-   the records the agent holds are let go before a rebalance waits for them.
+   the records the agent holds are let go before a rebalance waits for them;
+   :func:`refetch_dropped_records`: records the consumer fetched and did not
+   deliver are fetched again, also in partitions with no committed offset.
 3. :func:`as_current_event`, :func:`store_confirmed`, :func:`changelog_producer`:
    table writes go straight to the producer, and into the local store only
    once the broker has confirmed them (see ``streams.app.FaustPorts``).
@@ -35,7 +37,7 @@ from faust.streams import _current_event
 
 __all__ = [
     "FAUST_VERSION", "agent_batches", "as_current_event", "before_revocation_waits", "changelog_producer", "check_version", "committed_offset",
-    "bound_stop", "install_direct_delivery", "quiet_worker", "set_producer_buffer", "shorten_fetch_wait", "store_confirmed",
+    "bound_stop", "install_direct_delivery", "quiet_worker", "refetch_dropped_records", "set_producer_buffer", "shorten_fetch_wait", "store_confirmed",
     "wrap_consumer_creation", "wrap_highwaters",
 ]
 
@@ -203,6 +205,92 @@ def install_direct_delivery() -> None:
 
     Consumer._drain_messages = _drain_messages
     _direct_delivery = True
+
+
+def refetch_dropped_records() -> None:
+    """Replace ``Consumer.getmany`` with one that seeks back to the records it fetched and did not deliver.
+
+    The loss: faust-streaming 0.15.3's ``Consumer.getmany`` drops fetched records it will not
+    deliver (of a partition paused while the tables recover, every one after the flow stopped or
+    the generation changed, or all of them when the flow was already stopped), and leaves it to
+    ``perform_seek`` (seek to the committed offsets) to fetch them again. aiokafka's
+    ``seek_to_committed`` seeks a partition only when its committed offset is above 0, so in a
+    partition with none committed the dropped records were never delivered: aiokafka fetches a
+    newly assigned partition from its start while Faust has it paused for table recovery (seen:
+    ``chaos.lifecycle[0]`` 0-388, ``chaos.transactions[1]`` 6613-7974 dropped so). Under repeated
+    kill -9s partitions often have no commit yet (records are acked only once their snapshot is
+    confirmed), so the next owner started "afresh" thousands of offsets in, or resumed a snapshot
+    with a gap, and those records' decisions were lost.
+
+    The change: Faust's code, except that once a record of an input partition (a topic with acks
+    enabled: not a changelog, whose positions table recovery keeps) is not delivered, its later
+    ones are not either, and the partition is sought back to it, only if nothing has moved the
+    partition since this fetch (its position is still just past the batch: a rebalance, recovery
+    or ``perform_seek`` that sought it since wins). Where Faust then calls ``perform_seek``, a
+    committed offset still wins.
+    """
+    from collections import Counter
+
+    from faust.transport.consumer import Consumer
+
+    async def _seek_back(thread: Any, offsets: dict[Any, tuple[int, int]]) -> None:
+        consumer = thread._ensure_consumer()
+        assignment = consumer._subscription.subscription.assignment if consumer._subscription.subscription else None
+        if assignment is None:
+            return
+        for tp, (offset, fetched_to) in offsets.items():
+            if tp in assignment.tps:
+                state = assignment.state_value(tp)
+                if state.has_valid_position and state.position == fetched_to:
+                    consumer.seek(tp, offset)
+
+    async def refetch(self: Any, records: Mapping[Any, Any], delivered: Counter[Any], generation_id: int) -> None:
+        if self.app.consumer_generation_id != generation_id:
+            return  # a new assignment positions every partition anew
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        offsets = {tp: (recs[delivered[tp]].offset, recs[-1].offset + 1) for tp, recs in records.items()
+                   if delivered[tp] < len(recs) and acks_enabled_for(tp.topic)}
+        if offsets:
+            self.log.info("Fetched records not delivered; fetching them again from %r",
+                          {tp: offset for tp, (offset, _) in offsets.items()})
+            await self._thread.call_thread(_seek_back, self._thread, offsets)
+
+    async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # pragma: no cover - every worker
+        records, active_partitions = await self._wait_next_records(timeout)
+        generation_id = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        delivered: Counter[Any] = Counter()  # records yielded, per partition (Faust's own code ends here)
+        held_back: set[Any] = set()  # partitions with a record not delivered: their later ones are not either
+        records_it = self.scheduler.iterate(records)
+        to_message = self._to_message
+        if self.flow_active:
+            for tp, record in records_it:
+                if not self.flow_active:
+                    break
+                new_generation_id = self.app.consumer_generation_id
+                if new_generation_id != generation_id:
+                    self.log.dev("Generation id changed from %r to %r. Cancelling getmany.", generation_id,
+                                 new_generation_id)
+                    break
+                if tp not in held_back and (
+                        active_partitions is None or tp in active_partitions or tp in self._buffered_partitions):
+                    highwater_mark = self.highwater(tp)
+                    self.app.monitor.track_tp_end_offset(tp, highwater_mark)
+                    delivered[tp] += 1
+                    yield tp, to_message(tp, record)
+                else:
+                    held_back.add(tp)
+            await refetch(self, records, delivered, generation_id)
+        else:
+            self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+            try:
+                await refetch(self, records, delivered, generation_id)
+                await self.perform_seek()
+            except Exception as ex:
+                self.log.warning(f"exception performing seek when flow not active {ex}")
+
+    Consumer.getmany = getmany
 
 
 def before_revocation_waits(app: faust.App, hook: Callable[[set[Any]], Awaitable[None]]) -> None:

@@ -66,6 +66,8 @@ def faust_worker(app: faust.App, loop: asyncio.AbstractEventLoop, loglevel: str)
 def start_worker_process(settings: Settings, log: IO[bytes] | None = None, loglevel: str = "warn") -> subprocess.Popen[bytes]:
     """`riskmon worker` as a child process with exactly ``settings`` (all of them, through its environment)."""
     env = dict(os.environ) | settings.to_env()
+    if log is not None:
+        env["PYTHONUNBUFFERED"] = "1"  # a worker killed with -9 keeps its last lines in the file
     # Its own session: a Ctrl-C at the terminal reaches `riskmon run`, which stops the worker in order.
     return subprocess.Popen([sys.executable, "-m", "riskmon.streams.cli", "worker", "--loglevel", loglevel], env=env,
                             start_new_session=True, stdout=log or subprocess.DEVNULL,
