@@ -25,8 +25,8 @@ from .vocabulary import HOLD_ACTION, STATES
 
 __all__ = ["Monitor", "States"]
 
-_BEFORE_ANY_TIME = -(2**62)
-CHALLENGE_WINDOW = 2000  # the latest outcomes champion and challenger are compared on  # event times reach back to 1900, before the epoch
+_BEFORE_ANY_TIME = -(2**62)  # event times reach back to 1900, before the epoch
+CHALLENGE_WINDOW = 2000  # the latest outcomes champion and challenger are compared on
 
 # States in which a line is closed: not counted among the open accounts the breaker's share rule reads.
 _CLOSED = frozenset(s.name for s in STATES if s.cap == "zero")
@@ -253,17 +253,18 @@ class Monitor:
     def dumps(self, with_quality: bool = True) -> bytes:
         """The shard's state as it is now (no new version); :meth:`restore` reads it.
 
-        The score-quality tracker (rolling AUC window: ~25 KB) and the population
-        stability histograms change no decision, so a stream can save them less
-        often with :meth:`dumps_quality`.
+        The score-quality tracker (rolling AUC window: ~25 KB), the population
+        stability histograms and the champion/challenger comparison change no
+        decision, so a stream can save them less often with :meth:`dumps_quality`.
         """
         snap = self._snapshot()
         if not with_quality:
-            del snap["quality"], snap["stability"]
+            del snap["quality"], snap["stability"], snap["challenge"]
         return pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
 
     def dumps_quality(self) -> bytes:
-        return pickle.dumps({"quality": self.quality, "stability": self.stability}, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps({"quality": self.quality, "stability": self.stability, "challenge": self.challenge},
+                            protocol=pickle.HIGHEST_PROTOCOL)
 
     def _snapshot(self) -> dict[str, Any]:
         return {
@@ -292,6 +293,7 @@ class Monitor:
             saved = pickle.loads(quality)
             if isinstance(saved, dict):
                 m.quality, m.stability = saved["quality"], saved["stability"]
+                m.challenge = saved.get("challenge", m.challenge)
             else:  # saved before the stability histograms
                 m.quality = saved
         m.checkpoints = snap["checkpoints"]

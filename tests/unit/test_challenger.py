@@ -90,6 +90,11 @@ def test_the_stream_processor_and_a_restored_shard_keep_the_challenge(portfolio:
     for e in evs[half:]:
         assert [r.decisions for r in engine.process(e)] == [r.decisions for r in twin.process(e)]
     assert engine.monitors[0].challenge_auc() == twin.monitors[0].challenge_auc()
+    # Saved as the stream saves it: the comparison travels with the rolling AUC, the challenger with the shard.
+    m = engine.monitors[0]
+    split = Monitor.restore(m.dumps(with_quality=False), m.dumps_quality())
+    assert split.challenge_auc() == m.challenge_auc() and split.challenger is not None
+    assert split.challenger.predict_proba_one({"utilisation": 0.9}) == m.challenger.predict_proba_one({"utilisation": 0.9})
 
 
 def test_metrics_and_the_report_show_both_models(portfolio: list[dict], tmp_path: pathlib.Path) -> None:
