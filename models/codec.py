@@ -274,16 +274,22 @@ def _breaker_command(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> 
     return BreakerCommand(t, eid, ts, command, action, _text(o, "note", ""))
 
 
+def _only_for(o: dict[str, Any], field: str, kind: str, needed_by: str, allowed: tuple[str, ...]) -> Any:
+    """``o[field]``, which a record of ``kind`` ``needed_by`` must give (one of ``allowed``) and any other must not."""
+    value = o.get(field)
+    if kind == needed_by:
+        if value not in allowed:
+            raise Rejected(RejectReason.WRONG_TYPE, f"a {needed_by} needs field '{field}': one of {', '.join(allowed)}")
+    elif value is not None:
+        raise Rejected(RejectReason.WRONG_TYPE, f"field '{field}' belongs to a {needed_by}, not a {kind}")
+    return value
+
+
 def _model_command(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
     command = _req(o, "command")
     if command not in MODEL_COMMANDS:
         raise Rejected(RejectReason.WRONG_TYPE, f"field 'command' must be {', '.join(repr(c) for c in MODEL_COMMANDS)}")
-    learner = o.get("learner")
-    if command == "challenge":
-        if learner not in LEARNERS:
-            raise Rejected(RejectReason.WRONG_TYPE, f"a challenge needs field 'learner': one of {', '.join(LEARNERS)}")
-    elif learner is not None:
-        raise Rejected(RejectReason.WRONG_TYPE, f"field 'learner' belongs to a challenge, not a {command}")
+    learner = _only_for(o, "learner", command, "challenge", LEARNERS)
     return ModelCommand(t, eid, ts, command, learner or "", _text(o, "note", ""))
 
 
@@ -291,12 +297,7 @@ def _review(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
     outcome = _req(o, "outcome")
     if outcome not in REVIEW_OUTCOMES:
         raise Rejected(RejectReason.WRONG_TYPE, f"field 'outcome' must be {', '.join(repr(x) for x in REVIEW_OUTCOMES)}")
-    state = o.get("state")
-    if outcome == "hold":
-        if state not in STATUSES:
-            raise Rejected(RejectReason.WRONG_TYPE, f"a hold needs field 'state': one of {', '.join(STATUSES)}")
-    elif state is not None:
-        raise Rejected(RejectReason.WRONG_TYPE, f"field 'state' belongs to a hold, not a {outcome}")
+    state = _only_for(o, "state", outcome, "hold", STATUSES)
     return Review(t, eid, aid, ts, outcome, state or ("normal" if outcome == "reinstate" else ""), _text(o, "reviewer"),
                   _text(o, "note", ""))
 
