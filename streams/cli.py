@@ -459,7 +459,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from riskmon.streams.tools.evaluate_uci import main_evaluate
 
         args.learner = args.learner or _settings().learner
-        return main_evaluate(args)
+        policy, spec = _judging(args)
+        return main_evaluate(args, policy, spec)
     import json
 
     from riskmon.streams.replay import load_truth

@@ -17,6 +17,7 @@ import numpy as np
 from riskmon.models.codec import decode_obj
 from riskmon.models.engine import Engine
 from riskmon.models.events import Event, event_order
+from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.policy import Policy, default_policy
 from riskmon.models.quality import ks_statistic, roc_auc
 from riskmon.models.risk_model import RiskModel
@@ -44,6 +45,7 @@ class UciResult:
     ks: dict[str, float | None] = field(default_factory=dict)
     calibration: list[tuple[float, float, int]] = field(default_factory=list)  # decile: mean score, default rate, n
     ews: dict[str, Any] = field(default_factory=dict)
+    policy_version: str = ""  # the policy judged (its version, the breaker off)
     warm_start: dict[str, Any] = field(default_factory=dict)  # see warm_start()
     scores: dict[str, Any] = field(default_factory=dict)  # for plots
 
@@ -53,8 +55,11 @@ def _offline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> di
 
 
 def evaluate_uci(path: str | Path = DEFAULT_DATA, cohorts: int = COHORTS, test_cohorts: int = 4,
-                 learner: str = "logistic") -> UciResult:
-    """``learner``: the learned model's kind (riskmon.models.risk_model.RiskModel), from nothing."""
+                 learner: str = "logistic", policy: Policy | None = None, spec: FeatureSpec | None = None,
+                 partitions: int = 1) -> UciResult:
+    """``learner``: the learned model's kind (riskmon.models.risk_model.RiskModel), from nothing; ``policy``
+    and ``spec``: the early-warning policy and the features (None: the shipped ones); ``partitions``: shards,
+    each with its own model (1: one model learns from every client, as a portfolio model would)."""
     t0 = time.perf_counter()
     rows = load_rows(path)
     by_id = {f"UCI{r['ID']:05d}": r for r in rows}
@@ -62,9 +67,9 @@ def evaluate_uci(path: str | Path = DEFAULT_DATA, cohorts: int = COHORTS, test_c
     # The breaker (models/breaker.py) is off here: it holds closures for a person to review, and this
     # evaluation judges the model and the policy. UCI's closures come in monthly waves that start from
     # nothing months into the data, which would trip it (with it on: 88 closures instead of 3,144, the rest held).
-    base = default_policy()
+    base = policy or default_policy()
     policy = base.updated({"breaker.closure": 0, "breaker.limit_reduction": 0}, f"{base.version}+no-breaker")
-    engine = Engine(partitions=1, policy=policy, model=RiskModel(learner=learner))
+    engine = Engine(partitions=partitions, policy=policy, model=RiskModel(learner=learner), spec=spec)
     outcome: dict[str, tuple[float, list[float], bool, int]] = {}  # aid -> (score, features, default, ts)
     first: dict[str, dict[int, int]] = {}  # aid -> severity -> first event time
     for ev in log:
@@ -76,7 +81,8 @@ def evaluate_uci(path: str | Path = DEFAULT_DATA, cohorts: int = COHORTS, test_c
                 if sev:
                     first.setdefault(d.account_id, {}).setdefault(sev, d.event_ts)
     seconds = time.perf_counter() - t0
-    res = UciResult(len(rows), len(log), seconds, list(range(cohorts - test_cohorts, cohorts)))
+    res = UciResult(len(rows), len(log), seconds, list(range(cohorts - test_cohorts, cohorts)),
+                    policy_version=policy.version)
 
     aids = sorted(outcome)
     y = np.array([outcome[a][2] for a in aids], dtype=int)
@@ -135,7 +141,7 @@ def evaluate_uci(path: str | Path = DEFAULT_DATA, cohorts: int = COHORTS, test_c
         "closure_recall": share(defaulters, lambda a: a in closed),
         "closures": len(closed),
     }
-    res.warm_start = warm_start(rows, cohorts, test_cohorts, policy, learner)
+    res.warm_start = warm_start(rows, cohorts, test_cohorts, policy, learner, spec)
     return res
 
 
@@ -151,20 +157,20 @@ def _log(rows: list[dict[str, int]], cohorts: int) -> list[Event]:
 
 
 def warm_start(rows: list[dict[str, int]], cohorts: int, test_cohorts: int, policy: Policy,
-               learner: str = "logistic") -> dict[str, Any]:
+               learner: str = "logistic", spec: FeatureSpec | None = None) -> dict[str, Any]:
     """A lender with history against one without: a model learned from the earlier cohorts' clients (as
     `riskmon train` learns, in one partition, from every outcome in event-time order), then the later
     cohorts' clients alone replayed twice, from nothing and from that model; the prequential AUC of each
     on the later clients' statements."""
     late = cohorts - test_cohorts
-    trainer = Engine(1, policy, model=RiskModel(learner=learner))
+    trainer = Engine(1, policy, model=RiskModel(learner=learner), spec=spec)
     trained = 0
     for ev in _log([r for r in rows if cohort_of(r, cohorts) < late], cohorts):
         trained += sum(len(result.outcomes) for result in trainer.process(ev))
     later = _log([r for r in rows if cohort_of(r, cohorts) >= late], cohorts)
 
     def prequential(model: RiskModel | None) -> float | None:
-        engine = Engine(1, policy, model=model or RiskModel(learner=learner))
+        engine = Engine(1, policy, model=model or RiskModel(learner=learner), spec=spec)
         ys: list[bool] = []
         scores: list[float] = []
         for ev in later:
@@ -201,7 +207,8 @@ def format_result(r: UciResult) -> str:
     wl, ll = e["warning_lead_months"] or {}, e["limit_lead_months"] or {}
     lines += [
         "",
-        f"early warning ({e['defaulters']} defaulters, {e['goods']} non-defaulters; the policy without the mass-action breaker):",
+        f"early warning ({e['defaulters']} defaulters, {e['goods']} non-defaulters; policy {r.policy_version}: "
+        "without the mass-action breaker):",
         f"  defaulters warned before the default: {f(e['warned_before_default'], True)}; lead months p25/median/p75: "
         f"{wl.get('p25', 0):.1f}/{wl.get('median', 0):.1f}/{wl.get('p75', 0):.1f}",
         f"  defaulters with a limit action or worse before it: {f(e['limit_action_before_default'], True)}; lead months "
@@ -254,7 +261,7 @@ def plot_result(r: UciResult, out_dir: str | Path) -> list[Path]:
     return [path]
 
 
-def main_evaluate(args: Any) -> int:
+def main_evaluate(args: Any, policy: Policy | None = None, spec: FeatureSpec | None = None) -> int:
     import json
     import sys
 
@@ -264,7 +271,8 @@ def main_evaluate(args: Any) -> int:
     if getattr(args, "model", None):
         raise ValueError("`riskmon evaluate uci` learns from nothing (and warm-starts from its own earlier cohorts): "
                          "--model does not apply; --learner does")
-    r = evaluate_uci(path, args.cohorts, args.test_cohorts, getattr(args, "learner", None) or "logistic")
+    r = evaluate_uci(path, args.cohorts, args.test_cohorts, getattr(args, "learner", None) or "logistic", policy, spec,
+                     getattr(args, "partitions", None) or 1)
     print(format_result(r))
     if args.plots:
         for p in plot_result(r, args.plots):
@@ -272,5 +280,6 @@ def main_evaluate(args: Any) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"auc": r.auc, "ks": r.ks, "calibration": r.calibration, "ews": r.ews, "warm_start": r.warm_start,
+                       "policy_version": r.policy_version,
                        "clients": r.clients, "events": r.events, "seconds": r.seconds}, f, indent=2)
     return 0

@@ -97,3 +97,25 @@ def test_a_held_closure_leaves_the_account_where_it_was(log: tuple[pathlib.Path,
     assert held, "the push trips the breaker"
     for a in held:
         assert run.final[a][0] == last[a]["previous_state"] != "closed"
+
+
+def test_the_candidate_policies_in_docs_load_and_differ_from_the_shipped_one_only_where_the_readme_says() -> None:
+    """docs/policies/ holds the README's trade-off table's candidates: each must stay a valid policy."""
+    import tomllib
+
+    from riskmon.models.policy import load_policy
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    shipped = tomllib.loads((root / "models" / "data" / "default_policy.toml").read_text())
+    changed = {}
+    for path in sorted((root / "docs" / "policies").glob("*.toml")):
+        load_policy(path)  # raises on anything a worker would refuse
+        doc = tomllib.loads(path.read_text())
+        changed[path.stem] = sorted(f"{sec}.{k}" for sec, body in doc.items() if isinstance(body, dict)
+                                    for k, v in body.items() if shipped[sec][k] != v)
+    assert changed == {
+        "close_after_freeze": ["dpd.close", "score.close_min_dpd"],
+        "close_after_freeze_no_utilisation": ["dpd.close", "score.close_min_dpd", "utilisation.watch",
+                                              "utilisation.watch_exit"],
+        "close_late": ["dpd.close", "score.close_min_dpd"],
+    }

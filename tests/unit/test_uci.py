@@ -105,3 +105,35 @@ def test_evaluation_runs_and_prints_its_table(rows: list[dict[str, int]], tmp_pa
     assert r.warm_start["trained_outcomes"] > 2000
     assert r.warm_start["warm"] > r.warm_start["cold"] + 0.01, r.warm_start
     assert "warm start: the test cohorts' clients alone" in text
+
+
+def test_evaluate_uci_judges_the_policy_it_is_given(rows: list[dict[str, int]], tmp_path: pathlib.Path) -> None:
+    """`riskmon evaluate uci --policy P` judges P (it once judged the shipped policy whatever was named)."""
+    import json
+
+    from riskmon.models.policy import default_policy
+    from riskmon.streams.cli import main
+
+    small = tmp_path / "uci.csv"
+    with open(small, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[:1500])
+    shipped = default_policy()
+    text = (pathlib.Path(__file__).resolve().parents[2] / "models" / "data" / "default_policy.toml").read_text()
+    # A policy that closes nothing: no closure may come from the score or from days past due.
+    lenient = tmp_path / "lenient.toml"
+    lenient.write_text(text.replace(f'version = "{shipped.version}"', 'version = "never-close"')
+                       .replace("close = 91", "close = 100000").replace("close = 0.95", "close = 1.0"))
+    figures = {}
+    for name, extra in (("shipped", []), ("lenient", ["--policy", str(lenient)])):
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", "uci", "--data", str(small), "--cohorts", "6", "--test-cohorts", "2", "--folds", "2",
+                     "--json", str(out), *extra]) == 0
+        figures[name] = json.loads(out.read_text())
+    assert figures["shipped"]["policy_version"] == f"{shipped.version}+no-breaker"
+    assert figures["lenient"]["policy_version"] == "never-close+no-breaker"
+    assert figures["shipped"]["ews"]["closures"] > 0
+    assert figures["lenient"]["ews"]["closures"] == 0
+    # The model is the same: only what the policy does with its scores differs.
+    assert figures["lenient"]["auc"] == figures["shipped"]["auc"]
