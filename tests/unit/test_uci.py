@@ -87,14 +87,19 @@ def test_every_client_becomes_valid_events(rows: list[dict[str, int]]) -> None:
             decode(dumps(e))
 
 
+def _csv(rows: list[dict[str, int]], path: pathlib.Path) -> pathlib.Path:
+    """``rows`` written as a UCI CSV (the columns of the real file) at ``path``."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 def test_evaluation_runs_and_prints_its_table(rows: list[dict[str, int]], tmp_path: pathlib.Path) -> None:
     from riskmon.streams.tools.evaluate_uci import evaluate_uci, format_result
 
-    small = tmp_path / "uci.csv"
-    with open(small, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows[:4000])
+    small = _csv(rows[:4000], tmp_path / "uci.csv")
     r = evaluate_uci(small, cohorts=6, test_cohorts=2)
     text = format_result(r)
     assert r.clients == 4000 and "offline gradient boosting on UCI columns" in text
@@ -114,11 +119,7 @@ def test_evaluate_uci_judges_the_policy_it_is_given(rows: list[dict[str, int]], 
     from riskmon.models.policy import default_policy
     from riskmon.streams.cli import main
 
-    small = tmp_path / "uci.csv"
-    with open(small, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows[:1500])
+    small = _csv(rows[:1500], tmp_path / "uci.csv")
     shipped = default_policy()
     text = (pathlib.Path(__file__).resolve().parents[2] / "models" / "data" / "default_policy.toml").read_text()
     # A policy that closes nothing: no closure may come from the score or from days past due.
