@@ -6,7 +6,7 @@ replaced at an event-time point by a ``policy_update`` control event whose
 
 >>> p = default_policy()
 >>> p.version, p.dpd.close, p.value("dpd.close")
-('default-2025.1', 91, 91)
+('default-2026.1', 121, 121)
 >>> p.updated({"score.watch": 0.4}, "tight-1").value("score.watch")
 0.4
 """

@@ -75,7 +75,7 @@ def test_policy_update_over_the_control_topic_changes_decisions_from_its_event_t
     policy_ts = next(e["ts"] for e in parity_run["events"] if e["type"] == "policy_update")
     before = {d["policy_version"] for d in decisions if d["event_ts"] < policy_ts}
     after = {d["policy_version"] for d in decisions if d["event_ts"] >= policy_ts}
-    assert before == {"default-2025.1"} and after == {"tight-1"}
+    assert before == {"default-2026.1"} and after == {"tight-1"}
 
 
 def test_bad_records_land_in_the_dead_letter_topic_while_good_ones_flow(parity_run: dict[str, Any]) -> None:
@@ -145,7 +145,8 @@ def test_a_reviewers_reinstatement_survives_a_kill_9_and_equals_replay(
     from riskmon.models.codec import format_ts, parse_ts
     from riskmon.streams.cli import main
 
-    events, _ = simulate(300, 90, 29)
+    # 120 days: the shipped policy closes a line 121 days past due, so a shorter log closes none.
+    events, _ = simulate(300, 120, 29)
     plain = write_log(tmp_path / "plain.jsonl", events)
     closures = [orjson.loads(d) for d in replay_decisions(plain) if orjson.loads(d)["action"] == "closure"]
     assert closures, "the log closes some line to reinstate"

@@ -59,8 +59,8 @@ def test_cli_prints_the_table_and_writes_the_html(log: tuple[pathlib.Path, pathl
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     path, truth = log
     harsh = tmp_path / "harsh.toml"
-    harsh.write_text(POLICY.read_text().replace('version = "default-2025.1"', 'version = "harsh-1"')
-                     .replace("close = 91", "close = 25").replace("freeze = 61", "freeze = 20")
+    harsh.write_text(POLICY.read_text().replace('version = "default-2026.1"', 'version = "harsh-1"')
+                     .replace("close = 121", "close = 25").replace("freeze = 61", "freeze = 20")
                      .replace("limit = 31", "limit = 10"))
     page = tmp_path / "bt.html"
     assert main(["backtest", str(path), "--policy", str(POLICY), "--policy", str(harsh), "--truth", str(truth),
@@ -69,7 +69,7 @@ def test_cli_prints_the_table_and_writes_the_html(log: tuple[pathlib.Path, pathl
     for label in ("closure precision", "false-closure rate (of good accounts)", "median lead, first warning to outcome",
                   "accounts reopened", "decisions: closure", "accounts whose final state differs from"):
         assert label in out
-    assert "default_policy (default-2025.1)" in out and "harsh (harsh-1)" in out
+    assert "default_policy (default-2026.1)" in out and "harsh (harsh-1)" in out
     text = page.read_text()
     HTMLParser().feed(text)
     assert text.startswith("<!doctype html>") and "closure precision" in text and "<script" not in text
@@ -113,8 +113,7 @@ def test_the_candidate_policies_in_docs_load_and_differ_from_the_shipped_one_onl
         changed[path.stem] = sorted(f"{sec}.{k}" for sec, body in doc.items() if isinstance(body, dict)
                                     for k, v in body.items() if shipped[sec][k] != v)
     assert changed == {
-        "close_after_freeze": ["dpd.close", "score.close_min_dpd"],
-        "close_after_freeze_no_utilisation": ["dpd.close", "score.close_min_dpd", "utilisation.watch",
-                                              "utilisation.watch_exit"],
         "close_late": ["dpd.close", "score.close_min_dpd"],
+        "no_utilisation_warning": ["utilisation.watch", "utilisation.watch_exit"],
+        "previous_default": ["dpd.close", "score.close_min_dpd"],
     }

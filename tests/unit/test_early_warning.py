@@ -13,7 +13,7 @@ def test_dpd_buckets_escalate_one_step_at_a_time() -> None:
     a.draw(0, 100)
     a.statement(1, 100)  # due at the end of day 21
     for day, want in ((21.5, "normal"), (22, "watch"), (51, "watch"), (52, "limit_reduced"),
-                      (82, "frozen"), (111, "frozen"), (112, "closed")):
+                      (82, "frozen"), (141, "frozen"), (142, "closed")):
         a.tick(day)
         assert a.status == want, (day, a.state["dpd"])
     assert a.actions() == ["warning", "limit_reduction", "freeze", "closure"]
@@ -33,7 +33,9 @@ def test_score_levels_and_closure_needs_arrears() -> None:
     a.draw(3, 10)
     assert a.actions() == ["warning", "limit_reduction", "freeze"], "no closure on the score alone"
     a.statement(4, 40)
-    a.tick(24 + 31)  # 31 days past due
+    a.tick(24 + 90)  # 90 days past due: frozen still, a score closure takes 91
+    assert a.actions()[-1] == "freeze"
+    a.tick(24 + 91)
     assert a.actions()[-1] == "closure" and a.decisions[-1].reasons[0].code == "SCORE_CLOSE"
 
 
@@ -166,7 +168,7 @@ def test_policy_update_applies_from_its_event_time() -> None:
     assert "DPD_1_30" in codes["EARLY"]
     assert "DPD_1_30" not in codes["LATE"], "a few days past due is below the new watch level of 10"
     assert states["LATE"].state["dpd"] > 0
-    assert m.policy_at(at(9)).version == "default-2025.1" and m.policy_at(at(10)).version == "lenient"
+    assert m.policy_at(at(9)).version == "default-2026.1" and m.policy_at(at(10)).version == "lenient"
 
 
 def test_one_day_past_due_reads_in_the_singular() -> None:

@@ -26,10 +26,10 @@ def _line(aid: str, dpd: int, status: str = "normal") -> dict:
 def test_only_the_moves_the_update_itself_causes_are_counted() -> None:
     current = default_policy()
     new = current.updated(TIGHT, "tight")
-    states = [_line("a", 0), _line("b", 15, "watch"), _line("c", 45, "limit_reduced"), _line("d", 95, "frozen"),
+    states = [_line("a", 0), _line("b", 15, "watch"), _line("c", 45, "limit_reduced"), _line("d", 125, "frozen"),
               _line("e", 5, "normal")]
     d = policy_diff(states, current, new)
-    # a: nothing fires; b: 15 days -> limit_reduced under the new levels; c: 45 -> closed; d: 95 would be
+    # a: nothing fires; b: 15 days -> limit_reduced under the new levels; c: 45 -> closed; d: 125 would be
     # closed under either policy (its own next event does that), so not the update's doing; e: 5 days puts
     # it on watch under either.
     assert dict(d.moves) == {("watch", "limit_reduced"): 1, ("limit_reduced", "closed"): 1}
@@ -70,6 +70,6 @@ def test_the_cli_previews_on_a_replayed_log(tmp_path: pathlib.Path, capsys: pyte
               "thresholds": {"dpd.watch": 2}}
     log.write_bytes(log.read_bytes() + dumps(update) + b"\n")
     assert main(["policy", "diff", str(policy), "--log", str(log), "--at", "2024-01-01T00:00:00Z"]) == 0
-    assert "against default-2025.1" in capsys.readouterr().out
+    assert "against default-2026.1" in capsys.readouterr().out
     assert main(["policy", "diff", str(policy), "--log", str(log)]) == 0
     assert "against later-1" in capsys.readouterr().out

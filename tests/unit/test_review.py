@@ -25,7 +25,7 @@ def _review(day: float, outcome: str, **fields: object) -> object:
 def _closed() -> Account:
     a = Account()
     a.draw(0, 5_000)
-    a.tick(1, dpd=95)  # the ledger reports 95 days past due: closed
+    a.tick(1, dpd=125)  # the ledger reports 125 days past due: closed
     assert a.status == "closed"
     return a
 
@@ -39,9 +39,9 @@ def test_a_reinstated_line_is_reopened_with_the_reviewers_note_and_not_closed_ag
     assert d.limit_cap == d.credit_limit  # the line is open again
     n = len(a.decisions)
     for day in (3, 10, 25):  # the same arrears, ageing: no automatic escalation
-        a.tick(day, dpd=95 + day)
+        a.tick(day, dpd=125 + day)
     assert len(a.decisions) == n and a.status == "normal"
-    a.tick(40, dpd=140)  # 30 days after the review: the protection has lapsed
+    a.tick(40, dpd=170)  # 30 days after the review: the protection has lapsed
     assert a.status == "closed" and a.decisions[-1].action == "closure"
 
 
@@ -60,27 +60,27 @@ def test_a_hold_sets_the_state_and_a_confirm_leaves_it_with_a_reviewed_decision(
     a = _closed()
     a.apply(_review(2, "hold", state="limit_reduced", note="keep a reduced line"))
     assert a.status == "limit_reduced" and a.decisions[-1].action == "reopen"
-    a.tick(5, dpd=99)
+    a.tick(5, dpd=129)
     assert a.status == "limit_reduced", "no escalation beyond the held state"
     a.apply(_review(6, "confirm", note="agreed"))
     d = a.decisions[-1]
     assert (d.action, d.previous_state, d.new_state) == ("reviewed", "limit_reduced", "limit_reduced")
-    a.tick(7, dpd=100)
+    a.tick(7, dpd=130)
     assert a.status == "limit_reduced", "a confirmation protects the state it confirms"
     a.statement(8, 100, due_in_days=1)
-    a.tick(12, dpd=104)  # another instalment missed: the arrears grew
+    a.tick(12, dpd=134)  # another instalment missed: the arrears grew
     assert a.status == "closed"
 
 
 def test_a_review_settles_a_held_move() -> None:
     m = Monitor("p0", default_policy().updated({"breaker.min_count": 1, "breaker.max_share": 0.0001}, "strict"))
     r = m.apply(None, ev("account_opened", at(0), account="H1", limit=5000, currency="CNY"))
-    r = m.apply(r.state, ev("dpd_report", at(1), account="H1", days_past_due=95))
+    r = m.apply(r.state, ev("dpd_report", at(1), account="H1", days_past_due=125))
     assert [d.action for d in r.decisions] == ["held"] and r.state["status"] == "normal"
     r = m.apply(r.state, ev("review", at(2), account="H1", outcome="confirm", reviewer="j.chen"))
     assert [d.action for d in r.decisions] == ["hold_dropped", "reviewed"] and "hold" not in r.state
     assert m.held.get("closure") == set(), "the breaker no longer counts it as held"
-    r = m.apply(r.state, ev("dpd_report", at(3), account="H1", days_past_due=96))
+    r = m.apply(r.state, ev("dpd_report", at(3), account="H1", days_past_due=126))
     assert r.decisions == [] and r.state["status"] == "normal", "the confirmed state is not held again at once"
 
 
@@ -97,7 +97,7 @@ def test_bad_reviews_are_refused(fields: dict, why: str) -> None:
 
 
 def test_replay_honours_a_review(tmp_path: pathlib.Path) -> None:
-    events, _ = simulate(300, 120, seed=3)
+    events, _ = simulate(300, 150, seed=3)  # 150 days: the shipped policy closes at 121 days past due
     log = tmp_path / "ev.jsonl"
     log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
     out = io.BytesIO()

@@ -125,7 +125,7 @@ def test_evaluate_uci_judges_the_policy_it_is_given(rows: list[dict[str, int]], 
     # A policy that closes nothing: no closure may come from the score or from days past due.
     lenient = tmp_path / "lenient.toml"
     lenient.write_text(text.replace(f'version = "{shipped.version}"', 'version = "never-close"')
-                       .replace("close = 91", "close = 100000").replace("close = 0.95", "close = 1.0"))
+                       .replace("close = 121", "close = 100000").replace("close = 0.95", "close = 1.0"))
     figures = {}
     for name, extra in (("shipped", []), ("lenient", ["--policy", str(lenient)])):
         out = tmp_path / f"{name}.json"
