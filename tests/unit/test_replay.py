@@ -12,7 +12,7 @@ import pytest
 from riskmon.models.vocabulary import POLICY_ACTIONS
 from riskmon.streams.cli import main
 from riskmon.models.codec import parse_ts
-from riskmon.streams.replay import load_truth, replay
+from riskmon.streams.replay import ReplaySummary, load_truth, replay
 
 SCHEMA = json.loads((pathlib.Path(__file__).resolve().parents[2] / "models/schemas/decision.json").read_text())
 
@@ -79,30 +79,32 @@ def test_cli_reports_a_bad_policy_file(tmp_path: pathlib.Path, small_log: pathli
     assert "bad_policy" in capsys.readouterr().err
 
 
+def _acceptance_portfolio(tmp_path: pathlib.Path, days: int) -> tuple[list[dict], ReplaySummary, list[dict]]:
+    """The acceptance portfolio (2,000 accounts, seed 7) over ``days``, replayed: (decisions, summary, truth)."""
+    ev = tmp_path / "ev.jsonl"
+    assert main(["simulate", "--accounts", "2000", "--days", str(days), "--seed", "7", "--out", str(ev)]) == 0
+    out = io.BytesIO()
+    truth = load_truth(tmp_path / "ev.truth.jsonl")
+    summary = replay(ev, out, truth=truth)
+    return [orjson.loads(line) for line in out.getvalue().splitlines()], summary, truth
+
+
 def test_the_shipped_policy_closes_only_lines_that_defaulted_and_did_not_cure(tmp_path: pathlib.Path) -> None:
     """The acceptance portfolio over 180 days, long enough for the shipped policy's closures: a line closes a
     month after its arrears froze it (121+ days past due, or PD >= 0.95 at 91+), so every closure is of an
     account that defaulted (30 days past due), after the default, and none is of a good account."""
-    ev = tmp_path / "ev.jsonl"
-    assert main(["simulate", "--accounts", "2000", "--days", "180", "--seed", "7", "--out", str(ev)]) == 0
-    out = io.BytesIO()
-    truth = load_truth(tmp_path / "ev.truth.jsonl")
-    summary = replay(ev, out, truth=truth)
-    closures = [d for d in map(orjson.loads, out.getvalue().splitlines()) if d["action"] == "closure"]
+    decisions, summary, truth = _acceptance_portfolio(tmp_path, 180)
+    closures = [d for d in decisions if d["action"] == "closure"]
     defaulted = {t["account_id"]: parse_ts(t["default_ts"]) for t in truth if t["default_ts"]}
     assert len(closures) >= 100
     assert all(parse_ts(d["event_ts"]) > defaulted[d["account_id"]] for d in closures)
-    assert all(r["code"] in ("DPD_90_PLUS", "SCORE_CLOSE") for d in closures for r in d["reasons"][:1])
+    assert all(d["reasons"][0]["code"] in ("DPD_90_PLUS", "SCORE_CLOSE") for d in closures)
     assert summary.evaluation is not None and summary.evaluation.closure_rate_good == 0
 
 
 def test_acceptance_run(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The issue's acceptance: 2,000 accounts over 120 days, seed 7."""
-    ev = tmp_path / "ev.jsonl"
-    assert main(["simulate", "--accounts", "2000", "--days", "120", "--seed", "7", "--out", str(ev)]) == 0
-    out = io.BytesIO()
-    summary = replay(ev, out, truth=load_truth(tmp_path / "ev.truth.jsonl"))
-    decisions = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    decisions, summary, truth = _acceptance_portfolio(tmp_path, 120)
     # Every action but a closure, and the breaker never trips on a normal portfolio: the shipped policy closes
     # only 121+ days past due (or at PD >= 0.95 and 91+), later than any line of a 120-day log can be behind.
     assert {d["action"] for d in decisions} == set(POLICY_ACTIONS) - {"closure"}
@@ -111,12 +113,13 @@ def test_acceptance_run(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[st
     assert ev_ is not None and ev_.account_auc is not None
     assert ev_.account_auc >= 0.85
     assert summary.outcome_auc is not None and summary.outcome_auc >= 0.7
-    # Measured strictly before each outcome (30 days past due): warnings and freezes carry the early warning.
+    # Measured strictly before each outcome (30 days past due): no closure may land on a good account;
+    # warnings and freezes carry the early warning.
+    assert ev_.closure_rate_good == 0
     assert ev_.action_rate_defaulters >= 3 * ev_.action_rate_good
     assert ev_.warning_rate_defaulters >= 0.9
     # The personas whose current account foretells their default are warned before it; the one that
     # runs tight but pays is not.
-    truth = load_truth(tmp_path / "ev.truth.jsonl")
     first: dict[str, int] = {}
     for d in decisions:
         if d["action"] in ("warning", "limit_reduction", "freeze", "closure"):
