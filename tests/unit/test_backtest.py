@@ -59,9 +59,7 @@ def test_cli_prints_the_table_and_writes_the_html(log: tuple[pathlib.Path, pathl
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     path, truth = log
     harsh = tmp_path / "harsh.toml"
-    harsh.write_text(POLICY.read_text().replace('version = "default-2026.1"', 'version = "harsh-1"')
-                     .replace("close = 121", "close = 25").replace("freeze = 61", "freeze = 20")
-                     .replace("limit = 31", "limit = 10"))
+    harsh.write_text('version = "harsh-1"\n[dpd]\nlimit = 10\nfreeze = 20\nclose = 25\n')  # the rest: shipped
     page = tmp_path / "bt.html"
     assert main(["backtest", str(path), "--policy", str(POLICY), "--policy", str(harsh), "--truth", str(truth),
                  "--html", str(page)]) == 0
