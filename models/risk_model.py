@@ -44,7 +44,7 @@ __all__ = ["EXPERT_SCORECARD", "EXPERT_INTERCEPT", "HANDOVER_EVERY", "HANDOVER_W
 
 HANDOVER_WINDOW = 500  # the latest outcomes the learned model and the scorecard are compared on
 HANDOVER_EVERY = 25  # outcomes between comparisons
-HANDOVER_MIN_EACH = 20  # defaults, and goods, the window must hold before a comparison counts
+HANDOVER_MIN_EACH = 100  # defaults, and goods, the window must hold before a comparison counts
 HANDBACK_MARGIN = 0.02  # the learned model hands back only when its AUC falls this far behind
 
 # Log-odds per unit of each raw feature (see models.features): arrears, partial

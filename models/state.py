@@ -59,6 +59,8 @@ FIELDS = {
     "fs": "fingerprint of the specification whose layout 'a' follows (another one starts 'a' afresh)",
     "cb": "balance of the linked current account (minor units, negative when overdrawn); null until known",
     "line": "1 once the credit line is open; 0 for a current account whose line has not opened yet",
+    "pend": "instalments paid in good time whose outcome waits for the end of their performance window: "
+            "[due date (ms), score at the statement, features at the statement]",
 }
 
 
@@ -96,6 +98,10 @@ class AccountState(TypedDict):
     # A reviewer's decision in force (riskmon.models.step._review): [until (event time), the state it set,
     # missed instalments then, arrears bucket then]; gone once it lapses or the arrears grow.
     rv: NotRequired[list[Any]]
+    # Good outcomes waiting to be learned (riskmon.models.step._age): a bad one is known only once its
+    # instalment is bad_dpd days late, so a good one is held until then too, and the model learns each
+    # statement cohort whole rather than its good half a month early.
+    pend: NotRequired[list[list[Any]]]
 
 
 def new_state(account_id: str, currency: str, opened_ts: int, limit: int, spec: FeatureSpec | None = None,
@@ -129,4 +135,6 @@ def copy_state(s: AccountState) -> AccountState:
     c["v"] = list(s["v"])
     c["ids"] = list(s["ids"])
     c["a"] = list(s["a"])
+    if "pend" in s:
+        c["pend"] = list(s["pend"])
     return c

@@ -12,7 +12,7 @@ from river import checks
 from riskmon.models.codec import dumps
 from riskmon.models.features import FEATURE_NAMES
 from riskmon.models.monitor import Monitor
-from riskmon.models.risk_model import HANDOVER_EVERY, RiskModel, dumps_model, loads_model
+from riskmon.models.risk_model import HANDOVER_EVERY, HANDOVER_MIN_EACH, RiskModel, dumps_model, loads_model
 from riskmon.models.vocabulary import LEARNERS
 from riskmon.models.simulate import simulate
 from riskmon.models.state import I_SCORE, I_X
@@ -33,7 +33,11 @@ def test_good_outcome_learns_features_as_they_were_at_the_statement() -> None:
     a.draw(5, 4_000)  # and the account moves on too
     assert a.outcomes == []
     a.pay(10, 5_000)
-    assert len(a.outcomes) == 1
+    assert a.outcomes == [] and a.state["pend"][0][2] == at_statement, "good, but not learned yet"
+    a.tick(50)  # due end of day 21: 29 days past its due date, a bad outcome would not be known yet either
+    assert a.outcomes == []
+    a.tick(51)  # the end of its performance window: learned now, as a bad one would be
+    assert len(a.outcomes) == 1 and "pend" not in a.state
     o = a.outcomes[0]
     assert (o.default, o.features, o.score) == (False, at_statement, score_at_statement)
     assert o.features[UTIL] == 0.5, "utilisation at the statement, not the 0.9 of later"
@@ -57,8 +61,9 @@ def test_late_settlement_before_30_days_is_a_good_outcome() -> None:
     a.statement(1, 100)
     a.tick(30)
     a.pay(31, 100)
-    assert [o.default for o in a.outcomes] == [False]
     assert (a.state["late"], a.state["on_time"], a.state["dpd"]) == (1, 0, 0)
+    a.tick(51)  # learned at the end of its performance window
+    assert [o.default for o in a.outcomes] == [False]
 
 
 def test_duplicate_delivery_changes_nothing() -> None:
@@ -100,7 +105,7 @@ def test_state_is_compact() -> None:
 
 
 def test_model_checkpoint_restores_identical_scores() -> None:
-    events, _ = simulate(60, 70, seed=5)
+    events, _ = simulate(60, 120, seed=5)
     m = Monitor("p0", checkpoint_every=10)
     states: dict = {}
     decoded = [decode(dumps(e)) for e in events]
@@ -153,7 +158,7 @@ def test_expert_scorecard_hands_over_to_the_learned_model_on_evidence() -> None:
     assert cold > 0.5 > m.predict_proba_one(_SAFE)[True], "the scorecard ranks before anything is learned"
     for i in range(400):  # a world where the scorecard is wrong: arrears never default
         m.learn_one(_RISKY, False)
-        m.learn_one(_SAFE, i % 4 == 0)
+        m.learn_one(_SAFE, i % 2 == 0)
     auc_learned, auc_expert = m.handover_judged
     assert m.handed_over and auc_learned is not None and auc_expert is not None and auc_learned > auc_expert
     assert m.predict_proba_one(_RISKY)[True] < m.predict_proba_one(_SAFE)[True]
@@ -202,7 +207,7 @@ def test_a_model_saved_before_the_handover_on_evidence_restores_as_it_scored() -
     learned, expert = m.predict_proba_one(_RISKY)[True], RiskModel().predict_proba_one(_RISKY)[True]
     assert cold.predict_proba_one(_RISKY)[True] == 0.2 * learned + 0.8 * expert
     assert cold.score_vector(FEATURE_NAMES, [_RISKY[n] for n in FEATURE_NAMES]) == cold.predict_proba_one(_RISKY)[True]
-    for i in range(4 * HANDOVER_EVERY):  # enough of both outcomes for a comparison
+    for i in range(2 * HANDOVER_MIN_EACH + HANDOVER_EVERY):  # enough of both outcomes for a comparison
         cold.learn_one(_RISKY if i % 2 else _SAFE, i % 2 == 1)
     assert "_legacy_share" not in cold.__dict__ and cold.handover_judged != (None, None)
 
@@ -256,8 +261,9 @@ def test_ledger_reporting_current_after_the_due_date_settles_the_instalment() ->
     a.draw(0, 500)
     a.statement(1, 500)  # due end of day 21; our own books see no payment
     a.tick(40, dpd=0)  # the servicing ledger says: current
-    assert [o.default for o in a.outcomes] == [False]
     assert a.state["inst"] == [] and a.state["dpd"] == 0 and a.state["on_time"] == 1
+    a.tick(51)  # learned at the end of its performance window
+    assert [o.default for o in a.outcomes] == [False]
 
 
 @pytest.mark.parametrize("learner", LEARNERS)
