@@ -46,7 +46,7 @@ class Engine:
             p = self._partition.get(event.account_id)
             if p is None:
                 p = self._partition[event.account_id] = partition_for(event.account_id, self.partitions)
-            results = self.monitors[p].process(event, states)
+            results = self.monitors[p].process(event, states, owned=True)  # the engine keeps only the results' states
             for result in results:
                 states[result.state["id"]] = result.state
             return results

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import pickle
 from collections import Counter, deque
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .breaker import Breaker
@@ -90,14 +91,16 @@ class Monitor:
     def model_version(self) -> str:
         return f"{self.model_base}.{self.name}.v{self.checkpoints}" if self.model_base else f"{self.name}.v{self.checkpoints}"
 
-    def process(self, event: Event, states: States) -> list[StepResult]:
+    def process(self, event: Event, states: States, owned: bool = False) -> list[StepResult]:
         """Apply any event: the one entry point of the core, for the stream and replay alike.
 
         A policy update changes the policy timeline and gives no result; a
         breaker command settles every held move of its action (one result per
         account, in account order); an account event gives one result. The
         caller writes each result's state back before the next event. Raises
-        :class:`Rejected` for an event the core refuses.
+        :class:`Rejected` for an event the core refuses. ``owned``: the caller
+        keeps only the results' states, so an account's may change in place
+        (see :func:`riskmon.models.step.step`).
         """
         if isinstance(event, PolicyUpdate):
             self.control(event)
@@ -112,7 +115,7 @@ class Monitor:
                 if state is not None:
                     results.append(self.resolve(state, event))
             return results
-        result = self.apply(states.get(event.account_id), event)
+        result = self.apply(states.get(event.account_id), event, owned=owned)
         if self.labels_since_checkpoint >= self.checkpoint_every:
             self.new_version()
         return [result]
@@ -185,7 +188,7 @@ class Monitor:
     def breaker_tripped(self) -> dict[str, tuple[int, str]]:
         return dict(self.breaker.tripped)
 
-    def _count(self, old: AccountState | None, new: AccountState) -> None:
+    def _count(self, old: Mapping[str, Any] | None, new: AccountState) -> None:
         """Keep the shard's accounts by state and its held moves in step with a result.
 
         A current account whose line has not opened is no account of the portfolio yet."""
@@ -207,7 +210,8 @@ class Monitor:
             if now is not None:
                 self.held.setdefault(HOLD_ACTION[now[0]], set()).add(new["id"])
 
-    def apply(self, state: AccountState | None, event: AccountEvent, learn: bool = True) -> StepResult:
+    def apply(self, state: AccountState | None, event: AccountEvent, learn: bool = True,
+              owned: bool = False) -> StepResult:
         """Step one account event, then learn from any outcomes it revealed.
 
         ``learn=False`` re-applies an event whose outcomes this model already
@@ -227,9 +231,12 @@ class Monitor:
             ctx = Context(policy, self.model, self.model_version, ready, self.bad_dpd, self.breaker, self.open_accounts,
                           self.spec)
             self._ctx = (key, ctx)
-        result = step(state, event, ctx)
+        # What the shard's counts read of the state before the step (which may change it in place if owned).
+        before = state if state is None or not owned else {"status": state["status"], "line": state.get("line", 1),
+                                                            "hold": state.get("hold")}
+        result = step(state, event, ctx, owned)
         if not result.duplicate:
-            self._count(state, result.state)
+            self._count(before, result.state)
             if result.scored and isinstance(event, InstalmentDue):
                 s = result.state
                 self.stability.scored(s["score"], s["inst"][-1][I_X])

@@ -129,7 +129,7 @@ def upgrade(s: AccountState, spec: FeatureSpec) -> AccountState:
 
 
 def copy_state(s: AccountState) -> AccountState:
-    """A copy deep enough that the step function never mutates its input."""
+    """A copy deep enough that the step function never mutates its input (unless the caller gives it up)."""
     c = s.copy()
     c["inst"] = [list(i) for i in s["inst"]]
     c["v"] = list(s["v"])

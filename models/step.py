@@ -1,6 +1,6 @@
 """The step function: (account state, event) -> (new state, decisions, outcomes).
 
-The state passed in is never mutated, time is the event's, and the model is
+The state passed in is never mutated (unless its caller gives it up: ``owned``), time is the event's, and the model is
 only read (learning on the outcomes returned is the caller's next move, see
 :class:`riskmon.models.monitor.Monitor`). One thing outside the account does
 change: a move the mass-action breaker guards is counted in the shard's
@@ -104,8 +104,11 @@ def event_hash(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") >> 1
 
 
-def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepResult:
-    """Apply one account event. Raises :class:`Rejected` for events the account cannot take."""
+def step(state: AccountState | None, event: AccountEvent, ctx: Context, owned: bool = False) -> StepResult:
+    """Apply one account event. Raises :class:`Rejected` for events the account cannot take (before any change).
+
+    ``owned``: the caller gives ``state`` up (it keeps only the result's), so the step may change it in place
+    instead of copying it first (replay, which holds every state itself; copying was a tenth of its time)."""
     h = event_hash(event.event_id)
     spec = ctx.spec
     if state is None:
@@ -130,7 +133,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context) -> StepR
         currency = getattr(event, "currency", None)
         if currency is not None and currency != state["cur"]:
             raise Rejected(RejectReason.CURRENCY_MISMATCH, f"{event.type} in {currency}, the line is in {state['cur']}")
-        s = copy_state(state)
+        s = state if owned else copy_state(state)
         # Events may arrive a little out of order; the account clock never runs back.
         if event.ts > s["ts"]:
             elapsed = event.ts - s["ts"]

@@ -2,6 +2,7 @@
 until a control event promotes it; replay, the stream processor and a restored shard agree."""
 from __future__ import annotations
 
+import copy
 import io
 import pathlib
 from typing import Any
@@ -86,7 +87,7 @@ def test_the_stream_processor_and_a_restored_shard_keep_the_challenge(portfolio:
     assert m.challenger is not None
     twin = Engine(1)
     twin.monitors[0] = Monitor.restore(m.dumps())
-    twin.states = dict(engine.states)
+    twin.states = copy.deepcopy(engine.states)  # its own: an engine steps the states it holds in place
     for e in evs[half:]:
         assert [r.decisions for r in engine.process(e)] == [r.decisions for r in twin.process(e)]
     assert engine.monitors[0].challenge_auc() == twin.monitors[0].challenge_auc()

@@ -17,6 +17,7 @@ from riskmon.models.vocabulary import LEARNERS
 from riskmon.models.simulate import simulate
 from riskmon.models.state import I_SCORE, I_X
 from riskmon.models.codec import decode
+from riskmon.models.events import event_order
 
 from .helpers import Account, at, ev
 
@@ -84,6 +85,24 @@ def test_step_never_mutates_its_input() -> None:
     a.pay(5, 60)
     a.tick(40)
     assert s == frozen
+
+
+def test_a_caller_that_gives_its_states_up_gets_what_copying_gives() -> None:
+    """Replay's engine lets the step change the states it holds in place (``owned``); the stream copies them.
+    Both must reach the same decisions, outcomes, states and shard counts, event by event."""
+    events, _ = simulate(60, 120, seed=5)
+    decoded = sorted((decode(dumps(e)) for e in events), key=lambda e: event_order(e.ts, e.type, 0))
+    copying, in_place = Monitor("p0", checkpoint_every=50), Monitor("p0", checkpoint_every=50)
+    kept: dict = {}
+    given: dict = {}
+    for e in decoded:
+        (r1,) = copying.process(e, kept)
+        (r2,) = in_place.process(e, given, owned=True)
+        kept[r1.state["id"]], given[r2.state["id"]] = r1.state, r2.state
+        assert [d.to_dict() for d in r1.decisions] == [d.to_dict() for d in r2.decisions]
+        assert [(o.default, o.score, o.features) for o in r1.outcomes] == [(o.default, o.score, o.features) for o in r2.outcomes]
+    assert kept == given and copying.status == in_place.status and copying.open_accounts == in_place.open_accounts
+    assert copying.outcomes_seen == in_place.outcomes_seen > 100
 
 
 def test_out_of_order_event_does_not_turn_the_clock_back() -> None:
