@@ -90,10 +90,10 @@ POISON_WORKER = """
 import sys
 import riskmon.models.monitor as monitor
 real = monitor.step
-def step(state, event, ctx):
+def step(state, event, ctx, *rest):
     if event.event_id == sys.argv[1]:
         raise RuntimeError("poisoned: the core breaks on this record")
-    return real(state, event, ctx)
+    return real(state, event, ctx, *rest)
 monitor.step = step
 from riskmon.streams.cli import main
 sys.exit(main(["worker", "--loglevel", "info"]))
