@@ -408,8 +408,7 @@ def _settle(s: AccountState, inst: Instalment, ts: int, r: StepResult) -> None:
         s["late"] += 1
     if not inst[I_LABELLED] and inst[I_X] is not None:
         # Settled before it reached the bad-outcome DPD: a good outcome, learned when a bad one of the
-        # same statement would have been (see _age), not now.
-        inst[I_LABELLED] = 1
+        # same statement would have been (see _age), not now. (The settled instalment itself is dropped.)
         s.setdefault("pend", []).append([inst[I_DUE_TS], inst[I_SCORE], inst[I_X]])
 
 
