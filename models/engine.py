@@ -3,6 +3,8 @@
 Accounts go to shards as Kafka's default partitioner sends their records to
 partitions; control events go to every shard (in the stream, every worker reads
 the one-partition control topic whole and hands it to every partition it holds).
+The portfolio's trainer learns every shard's outcomes as the stream's trainer
+does (:mod:`riskmon.models.portfolio`), and the shards score with its versions.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from .featurespec import FeatureSpec
 from .monitor import Monitor
 from .partitioning import partition_for
 from .policy import Policy
-from .portfolio import Portfolio, Revealed
+from .portfolio import PORTFOLIO_BY_DEFAULT, Portfolio, Revealed
 from .risk_model import RiskModel
 from .state import AccountState
 from .step import StepResult
@@ -30,7 +32,7 @@ class Engine:
 
     def __init__(self, partitions: int = 4, policy: Policy | None = None, checkpoint_every: int = 500, bad_dpd: int = 30,
                  spec: FeatureSpec | None = None, model: RiskModel | None = None, model_base: str = "",
-                 portfolio: bool = True) -> None:
+                 portfolio: bool = PORTFOLIO_BY_DEFAULT) -> None:
         """``model``: every shard starts from a copy of it (a model file's, named ``model_base``), not from nothing.
 
         ``portfolio``: one model for every shard, learned by one trainer from all their outcomes

@@ -1,8 +1,12 @@
-"""One shard of the monitor: the accounts of one partition, one model, one policy timeline.
+"""One shard of the monitor: the accounts of one partition, their policy timeline and breaker, and the model
+they are scored with.
 
 The streaming worker keeps one Monitor per input partition and replay keeps one
-per simulated partition, so both learn from the same outcomes in the same order
-and a replay is the stream's exact twin.
+per simulated partition. With one model for the portfolio (the default) a shard
+scores with the version the portfolio's trainer has in force (:meth:`Monitor.adopt`,
+:mod:`riskmon.models.portfolio`) and learns nothing itself; otherwise it learns
+its own model from its outcomes. Either way the stream and replay learn from the
+same outcomes in the same order, and a replay is the stream's exact twin.
 """
 from __future__ import annotations
 
@@ -268,8 +272,10 @@ class Monitor:
                             protocol=pickle.HIGHEST_PROTOCOL)
 
     def _snapshot(self) -> dict[str, Any]:
+        # A shard scoring with the portfolio's model keeps no copy of it: it adopts the version in force again
+        # from the trainer's records when it next applies an event (a batch learner's is megabytes).
         return {
-            "name": self.name, "model": self.model, "quality": self.quality, "stability": self.stability,
+            "name": self.name, "model": self.model if self.portfolio_version is None else None, "quality": self.quality, "stability": self.stability,
             "checkpoints": self.checkpoints, "labels_since_checkpoint": self.labels_since_checkpoint,
             "outcomes_seen": self.outcomes_seen, "policies": self._policies,
             "policy_events": self._policy_events, "checkpoint_every": self.checkpoint_every,
@@ -286,7 +292,7 @@ class Monitor:
         ``spec``: the feature specification configured now (the saved one if None); account states
         saved under another layout start their aggregates afresh when next applied."""
         snap = pickle.loads(data)
-        m = cls(snap["name"], model=snap["model"], checkpoint_every=snap["checkpoint_every"], bad_dpd=snap["bad_dpd"],
+        m = cls(snap["name"], model=snap["model"],  # (None with the portfolio's model: adopted again before use) checkpoint_every=snap["checkpoint_every"], bad_dpd=snap["bad_dpd"],
                 spec=spec or snap.get("spec"), model_base=snap.get("model_base", ""))
         if "quality" in snap:
             m.quality = snap["quality"]

@@ -33,7 +33,7 @@ from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.monitor import Monitor
 from riskmon.models.partitioning import partition_for
 from riskmon.models.policy import Policy
-from riskmon.models.portfolio import Revealed, in_force
+from riskmon.models.portfolio import PORTFOLIO_BY_DEFAULT, Revealed, in_force
 from riskmon.models.risk_model import RiskModel
 from riskmon.models.state import AccountState
 from riskmon.models.step import StepResult
@@ -92,7 +92,7 @@ class Options:
     partitions: int | None = None
     # One model for the portfolio (streams.trainer): partitions score with the versions a trainer publishes, and
     # send it their outcomes; False: each partition learns its own model.
-    portfolio: bool = True
+    portfolio: bool = PORTFOLIO_BY_DEFAULT
 
     def __post_init__(self) -> None:
         if self.late not in ("apply", "deadletter"):

@@ -10,6 +10,7 @@ import orjson
 
 from riskmon.models.codec import DEFAULT_MAX_RECORD_BYTES, decode, dumps
 from riskmon.models.engine import Engine
+from riskmon.models.portfolio import PORTFOLIO_BY_DEFAULT
 from riskmon.models.errors import Rejected
 from riskmon.models.evaluation import EarlyWarningTracker, Evaluation, outcome_times
 from riskmon.models.events import Event, event_order
@@ -130,7 +131,7 @@ def replay(
     spec: FeatureSpec | None = None,
     model: RiskModel | None = None,
     model_base: str = "",
-    portfolio: bool = True,
+    portfolio: bool = PORTFOLIO_BY_DEFAULT,
 ) -> ReplaySummary:
     """Run the log through the core; write decisions as JSON lines to ``out``.
 

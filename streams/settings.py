@@ -34,8 +34,8 @@ class Settings(BaseSettings):
     max_future_s: float = Field(86_400.0, gt=0, description="events dated further ahead of the wall clock are dead-lettered")
     checkpoint_every: int = Field(500, ge=1, description="outcomes learned between model versions (model_scope partition)")
     model_scope: Literal["portfolio", "partition"] = Field(
-        "portfolio", description="portfolio: one model, learned by one trainer from every partition's outcomes and "
-                                 "published to every worker; partition: a model per partition, learned there")
+        "partition", description="partition: a model per partition, learned there; portfolio: one model, learned by one "
+                                 "trainer from every partition's outcomes and published to every worker")
     bad_dpd: int = Field(30, ge=1)
     policy_file: Path | None = None
     features_file: Path | None = Field(None, description="feature specification TOML (default: the shipped one)")

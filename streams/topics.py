@@ -79,8 +79,9 @@ async def create_topics(settings: Settings, bootstrap: str, timeout_s: float = 2
             n = len(d.get("partitions", []))
             if n and d["topic"] in single and n != CONTROL_PARTITIONS:
                 raise ValueError(
-                    f"topic {d['topic']} has {n} partitions: it must have {CONTROL_PARTITIONS}, so that "
-                    "one record reaches every worker in one order (delete it, or set another RISKMON_TOPIC_PREFIX)"
+                    f"topic {d['topic']} has {n} partitions: the {d['topic'].rsplit('.', 1)[-1]} topic must have "
+                    f"{CONTROL_PARTITIONS}, so that one record reaches every worker in one order (delete it, or set "
+                    "another RISKMON_TOPIC_PREFIX)"
                 )
             if n and d["topic"] not in single and n != settings.partitions:
                 raise ValueError(

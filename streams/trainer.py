@@ -217,7 +217,8 @@ class Training:
 
         def publish(boundary: int) -> None:
             records.append(ModelBook.encode({"b": boundary, "v": p.model_version, "new": True, "through": boundary,
-                                             "offset": again, "marks": marks}, pack(p)))
+                                             "offset": again, "marks": marks,
+                                             "lineage": {**p.lineage(), "learned_before": boundary}}, pack(p)))
 
         if p.learned_before is None:
             publish(FIRST)  # the model it starts from, in force until one is learned

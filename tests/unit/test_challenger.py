@@ -43,7 +43,7 @@ def decisions(tmp_path: pathlib.Path, events: list[dict], name: str) -> tuple[li
     log = tmp_path / f"{name}.jsonl"
     log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
     out = io.BytesIO()
-    summary = replay(log, out, partitions=P)
+    summary = replay(log, out, partitions=P, portfolio=True)  # one model for the portfolio: its trainer holds the models
     return [orjson.loads(d) for d in out.getvalue().splitlines()], summary
 
 
@@ -80,18 +80,18 @@ def test_the_stream_processor_and_a_restored_shard_keep_the_challenge(portfolio:
     events = with_commands(portfolio, command("2025-02-01T00:00:00Z", "challenge", "logistic"),
                            command("2025-04-15T00:00:00Z", "promote"))
     want, _ = decisions(tmp_path, events, "log")
-    ports, _ = run_stream(events, 3)
+    ports, _ = run_stream(events, 3, portfolio=True)
     assert sorted(ports.decisions) == sorted(dumps(d) for d in want)
     evs = sorted((decode(dumps(e)) for e in with_commands(portfolio, command("2025-02-01T00:00:00Z", "challenge", "batch"))),
                  key=lambda e: event_order(e.ts, e.type, 0))
     half = len(evs) // 2
     # The portfolio's trainer saved mid-challenge (as its model records carry it, without what is pending, which
     # a restarted trainer reads again) and restored goes on exactly as the one that was not.
-    engine = Engine(1)
+    engine = Engine(1, portfolio=True)
     for e in evs[:half]:
         engine.process(e)
     assert engine.portfolio is not None and engine.portfolio.challenger is not None
-    twin = Engine(1)
+    twin = Engine(1, portfolio=True)
     twin.monitors[0] = Monitor.restore(engine.monitors[0].dumps())
     twin.states = copy.deepcopy(engine.states)
     restored = twin.portfolio = pickle.loads(pickle.dumps(engine.portfolio))
@@ -125,7 +125,7 @@ def test_metrics_and_the_report_show_both_models(portfolio: list[dict], tmp_path
     events = with_commands(portfolio, command("2025-02-01T00:00:00Z", "challenge", "batch"))
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    ports, proc = run_stream(events, 1, metrics=metrics)
+    ports, proc = run_stream(events, 1, metrics=metrics, portfolio=True)
     metrics.watch(proc, lag=lambda: [], owned=lambda: P)
     m = samples(registry)
     got = {(r[0]["partition"], r[0]["model"]): r[1] for r in m["riskmon_challenge_auc"]}
@@ -138,7 +138,7 @@ def test_metrics_and_the_report_show_both_models(portfolio: list[dict], tmp_path
     log = tmp_path / "ev.jsonl"
     log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
     collector = ReportCollector()
-    summary = replay(log, io.BytesIO(), collector=collector)
+    summary = replay(log, io.BytesIO(), collector=collector, portfolio=True)
     page = render_html(collector, summary, "ev.jsonl")
     champion, challenger, n = summary.challenge
     section = page[page.index("<h2>Champion and challenger</h2>"):]

@@ -37,7 +37,7 @@ def test_metrics_count_what_the_processor_did() -> None:
          "amount": 1, "currency": "CNY", "channel": "app"})]}
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    ports, proc = run_stream(events, 3, extra=bad, metrics=metrics)
+    ports, proc = run_stream(events, 3, extra=bad, metrics=metrics, portfolio=True)  # one model for the portfolio
     for rnd_p in range(P):  # the host marks rounds durable; run_stream's host does not, so mark one per partition
         proc.shards[rnd_p].checkpoint.saved_at = 1.0
     metrics.watch(proc, lag=lambda: [("riskmon.transactions", 0, 7)], owned=lambda: P)
@@ -99,7 +99,7 @@ def test_metrics_count_what_the_processor_did() -> None:
     assert not labels & (accounts | {"GHOST"})
 
     # A restarted worker counts the same accounts by state from the snapshots alone.
-    proc2 = StreamProcessor(ports, metrics=Metrics(registry2 := CollectorRegistry()))
+    proc2 = StreamProcessor(ports, Options(portfolio=True), metrics=Metrics(registry2 := CollectorRegistry()))
     proc2.metrics.watch(proc2)  # type: ignore[union-attr]
     for p in range(P):
         assert ports.get(SHARD_KEY_PREFIX + str(p).encode()) is not None

@@ -40,11 +40,11 @@ def test_the_trained_model_is_the_one_a_single_partition_learns_and_its_record_s
         logs: tuple[pathlib.Path, pathlib.Path, pathlib.Path]) -> None:
     history, _, path = logs
     model, info = load_model(path, default_spec().names)
-    # Replayed, the portfolio's trainer learns exactly this model, once it has learned the outcomes of the last
-    # days too (their epochs close after the log ends): same bytes, whatever the partition count.
+    # Replayed in one partition, the monitor learns exactly this model: same bytes (with one model for the
+    # portfolio, once its trainer has learned the outcomes of the log's last days too: Engine.finish).
     with open(history, "rb") as f:
         log = sorted(read_log(f, ReplaySummary(), None), key=lambda e: e[0])
-    engine = Engine(4)
+    engine = Engine(1)
     outcomes = [(ev.ts, o.default) for _, ev in log for r in engine.process(ev) for o in r.outcomes]
     blob = pickle.dumps(engine.finish(), protocol=pickle.HIGHEST_PROTOCOL)
     assert info.sha256 == hashlib.sha256(blob).hexdigest() and info.version == f"warm-{info.sha256[:12]}"
@@ -65,7 +65,7 @@ def test_replay_from_the_model_scores_from_the_first_event_and_names_the_model(
     replay(later, again, model=model, model_base=info.version)
     assert warm.getvalue() == again.getvalue(), "a warm start is as deterministic as a cold one"
     decisions = [orjson.loads(line) for line in warm.getvalue().splitlines()]
-    assert decisions and all(d["model_version"].startswith(info.version + ".m.v") for d in decisions)
+    assert decisions and all(d["model_version"].startswith(info.version + ".p") for d in decisions)
     assert warm.getvalue() != cold.getvalue()
     # The model file is never changed by using it: each partition learns on a copy.
     assert load_model(path)[0].n_learned == info.outcomes and model.n_learned == info.outcomes

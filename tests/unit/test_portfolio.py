@@ -19,6 +19,7 @@ from riskmon.models.quality import paired_auc_z
 from riskmon.models.simulate import simulate
 from riskmon.models.step import Outcome
 from riskmon.streams.replay import replay
+from riskmon.streams.trainer import ModelBook, Training, outcome_record, watermark_record
 
 from .test_challenger import command, with_commands
 
@@ -145,3 +146,34 @@ def test_the_handover_test_is_delongs(seed: int) -> None:
     assert z == pytest.approx(_sun_xu(list(y), list(a), list(b)), rel=1e-9)
     assert paired_auc_z([True, False], [0.1, 0.2], [0.2, 0.1]) is not None
     assert paired_auc_z([True, True], [0.1, 0.2], [0.2, 0.1]) is None
+
+
+def test_the_trainer_waits_for_every_partition_and_its_records_say_what_each_version_learned() -> None:
+    """streams.trainer without Kafka: what the model topic carries, and a trainer restarted from it."""
+    book = ModelBook()
+    t = Training(book, 2, Portfolio())
+    day = EPOCH_MS
+    t.take(0, outcome_record(0, Revealed(10 * day + 5, "a", (Outcome([1.0, 2.0], 0.1, True),), "e1")))
+    t.take(1, watermark_record(0, 12 * day + 7))
+    assert t.publishable() is None  # partition 1 has said nothing: it may still reveal anything
+    t.take(2, watermark_record(1, None))  # idle: no longer waited for
+    until = t.publishable()
+    assert until == 12 * day
+    records = t.learn(until, [], 3)
+    for record in records:
+        book.add(record)
+    heads = [orjson.loads(r[4:4 + int.from_bytes(r[:4], "big")]) for r in records]
+    lineage = next(h["lineage"] for h in heads if h["new"] and h["v"] == "m.v1")
+    assert lineage == {"outcomes": 1, "defaults": 1, "first_outcome_ts": 10 * day + 5, "learned_before": 11 * day,
+                       "learner": "logistic", "features": lineage["features"], "handed_over": False}
+    # The day of the outcome (10) is learned into the version in force from boundary 11 (events of day 12 on).
+    assert book.at(10 * day)[0] == "m.v0" and book.at(11 * day)[0] == "m.v1" and book.at(13 * day) is None
+    version = book.versions[-1]
+    assert version.name == "m.v1" and book.at(11 * day)[1].n_learned == 1
+    assert book.last["through"] == until and book.last["offset"] == 3
+    # A trainer restarted from the book goes on from the last record: same model, same place.
+    again = Training(book, 2, Portfolio())
+    assert again.portfolio.model.n_learned == 1 and again.offset == 3 and again.marks == {0: 12 * day + 7, 1: None}
+    # The same outcome read again (its partition redid the round): its day is learned, so it is dropped.
+    again.take(0, outcome_record(0, Revealed(10 * day + 5, "a", (Outcome([1.0, 2.0], 0.1, True),), "e1")))
+    assert again.late == 1 and again.portfolio.model.n_learned == 1

@@ -67,8 +67,8 @@ def test_a_shard_keeps_its_stability_through_both_kinds_of_snapshot(tmp_path: pa
     log = tmp_path / "ev.jsonl"
     log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
     # With one model for the portfolio: the shards' scored statements against what its trainer learned from.
-    summary = replay(log, io.BytesIO(), partitions=2)
-    engine = Engine(2)
+    summary = replay(log, io.BytesIO(), partitions=2, portfolio=True)
+    engine = Engine(2, portfolio=True)
     ordered = sorted((decode(dumps(e)) for e in events), key=lambda e: event_order(e.ts, e.type, 0))
     for e in ordered:
         engine.process(e)
