@@ -38,7 +38,7 @@ from riskmon.models.state import AccountState
 from riskmon.models.step import StepResult
 
 from .checkpoint import MAX_ROUND_EVENTS, NO_ACK, QUALITY_KEY_PREFIX, SHARD_KEY_PREFIX, Checkpoint, DeadLetter, Round
-from .hold import EventTimeHold, Held
+from .hold import QUIET_S, EventTimeHold, Held
 
 __all__ = ["HotMetrics", "Options", "Ports", "StreamProcessor", "score_band"]
 
@@ -80,6 +80,7 @@ class Options:
     # arrival would be late. The wall clock bounds it here (replay, offline, has no clock to ask).
     max_future_s: float | None = None
     max_held: int = 100_000  # events a partition holds for ordering before the earliest go ahead
+    quiet_s: float = QUIET_S  # how long a caught-up topic delivers nothing before it stops holding the others back
     # A snapshot (model, offsets, states) per round costs a pickled model per partition every fetch
     # at low rates. With snapshot_every_s > 0, rounds in between only deliver their decisions; the
     # next snapshot carries their states and acks their records. A crash redoes them (same decisions,
@@ -177,7 +178,7 @@ class StreamProcessor:
         sh = self.shards.get(partition)
         if sh is None:
             o = self.options
-            hold = EventTimeHold(o.lateness_s, o.max_held)
+            hold = EventTimeHold(o.lateness_s, o.max_held, o.quiet_s)
             p = str(partition).encode()
             blob = self.ports.get(SHARD_KEY_PREFIX + p)
             if blob is not None:
@@ -256,7 +257,7 @@ class StreamProcessor:
                 category, etype, dl_topic, dl_partition, dl_offset, key, raw, RejectReason.INTERNAL_ERROR.value,
                 f"{type(exc).__name__}: {str(exc)[:200]}"))
             return
-        sh.hold.delivered(category, event.ts)
+        sh.hold.delivered(category, event.ts, received)
         parts = self.options.partitions
         if parts is not None and not is_broadcast(event):
             owner = self._owners.get(event.account_id)

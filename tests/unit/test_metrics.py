@@ -13,7 +13,7 @@ from riskmon.streams.metrics import Metrics
 from riskmon.streams.checkpoint import SHARD_KEY_PREFIX
 from riskmon.streams.processor import StreamProcessor
 
-from .test_processor import P, run_stream
+from .test_processor import LATER, P, run_stream
 
 
 def samples(registry: CollectorRegistry) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -106,7 +106,7 @@ def test_processing_latency_is_observed_when_a_round_is_saved() -> None:
     proc2 = StreamProcessor(ports.__class__(), metrics=metrics)
     for i, e in enumerate(events[:50]):
         proc2.ingest(CATEGORY[e["type"]], "t", 0, i, None, orjson.dumps(e), i)
-    rounds = proc2.release(0, lambda c: True)
+    rounds = proc2.release(0, lambda c: True, now=LATER)
     for rnd in rounds:
         proc2.saved(rnd)
     applied = sum(len(r.received) for r in rounds)
