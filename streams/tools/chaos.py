@@ -67,7 +67,11 @@ def parse_schedule(text: str) -> list[Fault]:
 
     >>> [str(f) for f in parse_schedule("pause@9:3, kill@5")]
     ['kill@5', 'pause@9:3']
+    >>> parse_schedule("none")  # a run without faults: what the live feed alone does
+    []
     """
+    if text.strip() == "none":
+        return []
     out = []
     for item in filter(None, (p.strip() for p in text.split(","))):
         kind, _, when = item.partition("@")
@@ -109,6 +113,7 @@ class ChaosResult:
     stop_s: list[float] = field(default_factory=list)  # how long each worker told to stop took
     recovery_s: float | None = None  # from the end of the last fault to the last new decision
     drained: bool = False
+    late: int | None = None  # events the workers still running at the end applied after later ones (None: not read)
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -125,7 +130,7 @@ class ChaosResult:
         return (f"chaos: seed {self.seed if self.seed is not None else '-'}, faults "
                 f"{','.join(map(str, self.schedule)) or 'none'}: {self.events} events, {self.expected} decisions expected, "
                 f"{self.got} distinct seen, {self.lost} lost, {self.unexpected} unexpected, {self.changed} changed, "
-                f"{self.repeats} repeated deliveries, recovery {rec}, {len(self.exited)} exits on their own, "
+                f"{self.repeats} repeated deliveries, {'-' if self.late is None else self.late} applied late, recovery {rec}, {len(self.exited)} exits on their own, "
                 f"slowest stop {max(self.stop_s, default=0):.1f} s: {'OK' if self.ok else 'FAILED'}")
 
 
@@ -135,13 +140,15 @@ class _Group:
     def __init__(self, settings: Settings, tmp: Path) -> None:
         self.settings, self.tmp = settings, tmp
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.ports: dict[int, int] = {}
         self.exited: list[str] = []
         self.stop_s: list[float] = []
         self._starts = 0
 
     def start(self, slot: int) -> None:
         self._starts += 1
-        s = self.settings.model_copy(update={"datadir": self.settings.datadir / f"slot{slot}", "web_port": free_port()})
+        self.ports[slot] = free_port()
+        s = self.settings.model_copy(update={"datadir": self.settings.datadir / f"slot{slot}", "web_port": self.ports[slot]})
         log = open(self.tmp / f"worker-slot{slot}-{self._starts}.log", "wb")
         self.procs[slot] = start_worker_process(s, log, loglevel="info")
         log.close()  # the child has its own descriptor
@@ -172,6 +179,20 @@ class _Group:
         t0 = time.monotonic()
         stop_process(p, timeout_s=60)
         self.stop_s.append(time.monotonic() - t0)
+
+    def late(self) -> int | None:
+        """Events the running workers applied after later events of their partition (their counters
+        since they started: a worker killed earlier took its count with it); None if one does not answer."""
+        total = 0.0
+        for slot in self.procs:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[slot]}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                return None
+            total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                         if line.startswith("riskmon_events_late_total"))
+        return int(total)
 
     def stop_all(self) -> None:
         for slot in list(self.procs):
@@ -334,6 +355,7 @@ def run_chaos(schedule: list[Fault], seed: int | None = None, workers: int = 2, 
         result.drained = reader.has_all(expected)
         if reader.last_new > last_fault_end:
             result.recovery_s = reader.last_new - last_fault_end
+        result.late = group.late()
         group.stop_all()
         reader.close()
     finally:
