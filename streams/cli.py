@@ -716,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--kinds", default="kill,pause", help="fault kinds to draw from: kill, pause, add, remove, broker "
                                                        "(broker keeps Tansu's records in S3 served by moto)")
     c.add_argument("--schedule", help="these faults instead of drawn ones: kill@5,pause@9:3,... (seconds after the feed "
-                                      "starts[:duration])")
+                                      "starts[:duration]), or none (the feed alone)")
     c.add_argument("--workers", type=_positive_int, default=2)
     c.add_argument("--accounts", type=_positive_int, default=1_500)
     c.add_argument("--days", type=_positive_int, default=60)
