@@ -45,6 +45,7 @@ from ..replay import replay
 from ..settings import Settings
 from ..topics import create_topics
 from ..worker import start_worker_process, stop_process
+from .scrape import scrape, total
 
 __all__ = ["Fault", "ChaosResult", "KINDS", "draw_schedule", "parse_schedule", "run_chaos", "main_chaos", "s3_storage"]
 
@@ -183,16 +184,13 @@ class _Group:
     def late(self) -> int | None:
         """Events the running workers applied after later events of their partition (their counters
         since they started: a worker killed earlier took its count with it); None if one does not answer."""
-        total = 0.0
+        late = 0.0
         for slot in self.procs:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[slot]}/metrics", timeout=5) as r:
-                    text = r.read().decode()
+                late += total(scrape(self.ports[slot]), "riskmon_events_late_total")
             except OSError:
                 return None
-            total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                         if line.startswith("riskmon_events_late_total"))
-        return int(total)
+        return int(late)
 
     def stop_all(self) -> None:
         for slot in list(self.procs):

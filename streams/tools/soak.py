@@ -14,7 +14,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -27,6 +26,7 @@ from ..produce import produce
 from ..settings import Settings
 from ..topics import create_topics
 from ..worker import start_worker_process, stop_process
+from .scrape import scrape, total
 
 __all__ = ["soak", "Sample"]
 
@@ -58,14 +58,8 @@ def _rss_mb(pid: int) -> float:
 
 def _scrape(port: int) -> tuple[float, float]:
     """(records not yet applied, events applied) from the worker's /metrics."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    lag = applied = 0.0
-    for line in text.splitlines():
-        if line.startswith("riskmon_consumer_lag{"):
-            lag += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("riskmon_events_total{") and 'result="accepted"' in line:
-            applied += float(line.rsplit(" ", 1)[1])
-    return lag, applied
+    text = scrape(port)
+    return total(text, "riskmon_consumer_lag"), total(text, "riskmon_events_total", 'result="accepted"')
 
 
 def soak(minutes: float, rate: float, accounts: int, every_s: float, out: IO[str], seed: int = 11) -> dict[str, float]:
