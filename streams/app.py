@@ -312,6 +312,11 @@ class Worker:
                 self.proc.ingest(self.category_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value, ev,
                                  m.headers)
                 touched.add(m.partition)
+            for topic, p, offset in self.proc.take_seeks():
+                try:
+                    await faust_internals.seek_back(self.app, TP(topic, p), offset)
+                except Exception as exc:  # taken away meanwhile: its next owner starts from the snapshot anyway
+                    log.warning("could not seek %s[%d] back to %d: %r", topic, p, offset, exc)
             self.dispatch_control()
             for p in touched:
                 for rnd in self.proc.release(p, self.caught_up(p)):

@@ -105,9 +105,14 @@ class OffsetSet:
             self.extra = {o for o in self.extra if o >= stop}
             self._raise_low(stop)
 
-    def missing_below(self, offset: int) -> int:
-        """How many offsets under ``offset`` are not in the set."""
-        return max(offset - self.low, 0) - sum(1 for o in self.extra if o < offset)
+    def missing_between(self, start: int, stop: int) -> int:
+        """How many offsets from ``start`` to ``stop - 1`` are not in the set.
+
+        >>> s = OffsetSet(10); s.add(12); s.missing_between(5, 14), s.missing_between(12, 13)
+        (3, 0)
+        """
+        start = max(start, self.low)
+        return max(stop - start, 0) - sum(1 for o in self.extra if start <= o < stop)
 
     def _raise_low(self, low: int) -> None:
         """Everything below ``low`` is in; so is any run of ``extra`` that now joins it."""
@@ -145,6 +150,8 @@ class Checkpoint:
         self.applied_ts = applied_ts  # the latest event time applied in the partition
         self.rounds = rounds  # snapshots taken
         self.last_offset: dict[str, int] = {}  # category -> highest offset seen in this life
+        # category -> (the offset the partition was sought back to, the lowest record seen past it since)
+        self.refetch: dict[str, tuple[int, int]] = {}
         self.saved_at = 0.0  # time.time() when the host last made a snapshot of this partition durable
         self.sealed_at = 0.0  # time.monotonic() of the last snapshot
         self.last_handle: Any = None  # a handle from this partition, for a round that only seals
@@ -173,25 +180,45 @@ class Checkpoint:
         return ckpt, monitor, states
 
     # -- input offsets ------------------------------------------------------
-    def seen(self, category: str, offset: int) -> tuple[bool, int]:
-        """Note a record delivered in this life: (applied before?, offsets it shows were committed without a snapshot)."""
+    def seen(self, category: str, offset: int) -> tuple[str, int]:
+        """Note a record delivered in this life.
+
+        ``("new", lost)`` or ``("applied", lost)``: take it (``lost``: offsets the snapshot had not
+        applied that will never come, counted when a resumed partition confirms a hole); ``("seek",
+        offset)``: drop it unacked and fetch the topic partition again from ``offset``.
+
+        A topic partition must deliver its records in offset order from where it resumes: the
+        snapshot's applied low, or below it (a committed offset is never ahead of a confirmed
+        snapshot, but Faust and aiokafka do not always start there). A record past offsets that
+        were neither delivered nor applied means the consumer moved its position over them: seen
+        under repeated rebalances, where a position from an earlier assignment came back and
+        hundreds of records were skipped, their decisions lost and every later score changed.
+        The input positions that count are the snapshot's, so the partition is sought back to the
+        first offset missing. Only if the same record comes first again after that seek is there
+        nothing between (transaction markers, or records retention deleted): those offsets count
+        as done, and where the snapshot had not applied them, as lost.
+        """
         done = self.applied.get(category)
-        prev = self.last_offset.get(category)  # the record before this one in this life
-        self.last_offset[category] = offset if prev is None else max(prev, offset)
-        gap = 0
+        prev = self.last_offset.get(category)  # the highest offset delivered in this life
         if done is None:
-            # Records of a topic partition arrive in offset order: the first one
-            # seen marks where this life starts.
+            # Nothing applied or restored for this topic: the first record seen marks where this life starts.
             done = self.applied[category] = OffsetSet(offset)
-        elif prev is not None:
-            if offset > prev + 1:
-                # No record lies between two delivered in order (transaction markers): nothing to apply there.
-                done.add_range(prev + 1, offset)
-        elif offset > done.low:
-            # The first record of this life lies beyond what the snapshot applied: the offsets
-            # between were committed without a snapshot that covers them, and will not come again.
-            gap = done.missing_below(offset)
-        return offset in done, gap
+        expected = done.low if prev is None else prev + 1
+        lost = 0
+        if offset > expected and done.missing_between(expected, offset):
+            if category != "control" and self.refetch.get(category) != (expected, offset):
+                first = self.refetch.get(category)
+                if first is None or first[0] != expected or offset < first[1]:
+                    self.refetch[category] = (expected, offset)
+                return "seek", expected
+            # It came first again from where the partition was sought back to (or a broadcast control
+            # record, whose feed keeps every record in order): nothing lies between.
+            if prev is None:
+                lost = done.missing_between(expected, offset)
+            done.add_range(expected, offset)
+        self.refetch.pop(category, None)
+        self.last_offset[category] = offset if prev is None else max(prev, offset)
+        return ("applied" if offset in done else "new"), lost
 
     def settle(self, category: str, offset: int, handle: Any, dead: DeadLetter | None,
                forward: Forward | None = None) -> None:

@@ -354,6 +354,18 @@ def store_confirmed(app: faust.App, table: Any, anchor: Any, key: bytes, value: 
         data.set_persisted_offset(sent.topic_partition, sent.offset)
 
 
+async def seek_back(app: faust.App, tp: Any, offset: int) -> None:
+    """Fetch ``tp`` again from ``offset``, in the consumer's own thread.
+
+    Not ``Consumer.seek``: faust-streaming 0.15.3's calls aiokafka's ``seek`` from the caller's
+    thread while the consumer runs in its own; under a stream of records that raced with the
+    fetcher (``KeyError`` on its record buffer, the worker crashed) and the position kept moving
+    on. ``seek_wait`` runs it in the consumer's thread and sets Faust's read offset, so the
+    records from ``offset`` are delivered again rather than skipped as already read.
+    """
+    await app.consumer.seek_wait({tp: offset})
+
+
 # -- 4. small reads and settings ----------------------------------------------
 def committed_offset(app: faust.App, tp: Any) -> int:
     """The offset the group last committed for ``tp`` as this consumer knows it (0 if none)."""

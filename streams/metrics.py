@@ -55,7 +55,10 @@ COUNTS = {
     "redelivered": ("riskmon_events_redelivered", "Records skipped because an earlier life of the worker applied them"),
     "drift": ("riskmon_drift_detections", "Drift detected in the model's error (ADWIN)"),
     "forced": ("riskmon_events_forced", "Events applied before their partition's slowest topic caught up, to bound memory"),
-    "offset_gap": ("riskmon_offset_gap_records", "Input records a resumed partition will never see: committed past its last snapshot"),
+    "offset_gap": ("riskmon_offset_gap_records", "Input records a resumed partition will never see: its snapshot had not "
+                   "applied them and the broker no longer delivers them"),
+    "refetched": ("riskmon_records_refetched", "Records dropped unacked because records before them were never delivered "
+                  "(the consumer moved past them); their partition is fetched again from the first one missing"),
     "rerouted": ("riskmon_records_rerouted", "Records on a partition that does not own their account (a producer with another "
                  "partitioner), sent on to the one that does through the repartition topic"),
     "not_owned": ("riskmon_records_not_owned", "Records fetched for a partition a rebalance took away: left unacked for its new owner"),

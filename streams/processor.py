@@ -172,6 +172,9 @@ class StreamProcessor:
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (score band, default|good)
         self.outcome_scores: Counter[str] = Counter()  # score band -> sum of the scores graded
         self._owners: dict[str, int] = {}  # account -> the input partition that owns it
+        # (topic, partition) -> the offset the host must seek it back to (take_seeks), the records from
+        # there were never delivered
+        self.seeks: dict[tuple[str, int], int] = {}
 
     # -- partitions -------------------------------------------------------
     def shard(self, partition: int) -> _Shard:
@@ -204,6 +207,14 @@ class StreamProcessor:
         sh = self.shards.get(partition)
         return None if sh is None else sh.checkpoint.applied_low(category)
 
+    def take_seeks(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, offset) for each input the host must fetch again from that offset, once each.
+
+        The records ingest dropped for it were never acked; they come again after the seek."""
+        out = [(topic, p, offset) for (topic, p), offset in self.seeks.items() if p in self.shards]
+        self.seeks.clear()
+        return out
+
     def next_offset(self, partition: int, category: str) -> int:
         """The offset after the last record of that topic partition delivered to this worker (0 before any)."""
         sh = self.shards.get(partition)
@@ -227,13 +238,21 @@ class StreamProcessor:
         ckpt = sh.checkpoint
         if ckpt.last_handle is None and handle is not NO_ACK:
             ckpt.last_handle = handle  # a round of broadcast control records alone writes in its context
-        applied, gap = ckpt.seen(category, offset)
-        if gap:
-            self.counts["offset_gap"] += gap
-            log.error("partition %d: %s resumes at offset %d, but its snapshot applied only below %s: %d offsets "
-                      "were committed without a snapshot (or hold transaction markers)", partition, category, offset,
-                      ckpt.applied_low(category), gap)
-        if applied:
+        verdict, n = ckpt.seen(category, offset)
+        if verdict == "seek":
+            # Records before this one were never delivered: fetch them again (Checkpoint.seen).
+            self.counts["refetched"] += 1
+            if (topic, partition) not in self.seeks:
+                log.warning("partition %d: %s offset %d came before offset %d was delivered: fetching again from %d",
+                            partition, category, offset, n, n)
+            self.seeks[(topic, partition)] = n
+            return
+        if n:
+            self.counts["offset_gap"] += n
+            log.error("partition %d: %s resumes at offset %d, fetched again from its snapshot's, but %d offsets "
+                      "before it that the snapshot had not applied never came (deleted, or transaction markers)",
+                      partition, category, offset, n)
+        if verdict == "applied":
             self.counts["redelivered"] += 1
             ckpt.settle(category, offset, handle, None)
             return

@@ -104,8 +104,11 @@ def test_processing_latency_is_observed_when_a_round_is_saved() -> None:
     ports, proc = run_stream(events, 1, metrics=metrics)
     assert total(samples(registry).get("riskmon_processing_seconds_count", [])) == 0
     proc2 = StreamProcessor(ports.__class__(), metrics=metrics)
+    offsets: Counter[str] = Counter()  # each topic's own offsets, in order
     for i, e in enumerate(events[:50]):
-        proc2.ingest(CATEGORY[e["type"]], "t", 0, i, None, orjson.dumps(e), i)
+        cat = CATEGORY[e["type"]]
+        proc2.ingest(cat, "t", 0, offsets[cat], None, orjson.dumps(e), i)
+        offsets[cat] += 1
     rounds = proc2.release(0, lambda c: True, now=LATER)
     for rnd in rounds:
         proc2.saved(rnd)

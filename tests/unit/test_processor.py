@@ -214,8 +214,9 @@ def test_a_record_that_breaks_the_codec_is_dead_lettered_and_the_partition_goes_
 
 
 def test_offsets_without_records_between_them_count_as_done() -> None:
-    """Transaction markers take offsets that deliver no record: the applied set must still close over them
-    (else it grows by one per transaction for ever), and the decisions are replay's."""
+    """Transaction markers take offsets that deliver no record: the partition is fetched again from the first
+    one once, the same record comes first again, and the applied set closes over them (else it grows by one
+    per transaction for ever); the decisions are replay's."""
     events, _ = simulate(80, 50, seed=8)
     topics = _topics(events)
     ports = MemoryPorts()
@@ -225,6 +226,11 @@ def test_offsets_without_records_between_them_count_as_done() -> None:
     delivered: dict[tuple[str, int], int] = {}
     for (cat, p), i in feed:
         proc.ingest(cat, cat, p, 3 * i, None, topics[(cat, p)][i], ((cat, p), i))
+        sought = proc.take_seeks()
+        if sought:  # a consumer that honours the seek: from there, the first record is this one again
+            assert sought == [(cat, p, 3 * i - 2)]
+            proc.ingest(cat, cat, p, 3 * i, None, topics[(cat, p)][i], ((cat, p), i))
+            assert not proc.take_seeks()
         delivered[(cat, p)] = 3 * i
         ports.write(proc.release(p, lambda c, p=p: delivered.get((c, p), -1) >= last.get((c, p), -1)))
     for p in range(P):
@@ -236,10 +242,47 @@ def test_offsets_without_records_between_them_count_as_done() -> None:
         done = proc.shards[p].checkpoint.applied[cat]
         assert done.low == off + 1 and not done.extra, (cat, p, done.low, len(done.extra))
     assert proc.counts["offset_gap"] == 0
+    assert proc.counts["refetched"] == sum(len(v) - 1 for k, v in topics.items() if k[0] != "control")
 
 
-def test_a_partition_resumed_past_its_snapshot_says_how_many_records_it_skipped(caplog: pytest.LogCaptureFixture) -> None:
-    """Offsets committed ahead of the last snapshot (the records will never come again) are an error, counted."""
+def test_records_a_consumer_skipped_are_fetched_again_and_the_decisions_stay_replays() -> None:
+    """A consumer that moves its position past records it never delivered (seen under repeated rebalances:
+    a position from an earlier assignment came back): what comes after is dropped unacked and the partition
+    is fetched again from the first record missing, whatever arrives meanwhile."""
+    events, _ = simulate(80, 50, seed=8)
+    topics = _topics(events)
+    ports = MemoryPorts()
+    proc = StreamProcessor(ports)
+    pos = {k: 0 for k in topics}
+    skipped = ("transactions", 1)
+    jumped = False
+    while any(pos[k] < len(v) for k, v in topics.items()):
+        for k, v in topics.items():
+            cat, p = k
+            start = pos[k]
+            if k == skipped and not jumped and start >= 200:
+                start, jumped = start + 120, True  # the consumer moves past 120 records it never delivers
+            stop = min(start + 50, len(v))
+            for off in range(start, stop):
+                proc.ingest(cat, cat, p, off, None, v[off], (k, off))
+            pos[k] = max(pos[k], stop)
+            for topic, sp, offset in proc.take_seeks():
+                assert (topic, sp, offset) == (cat, p, 200)
+                pos[k] = offset  # fetched again from there
+            ports.write(proc.release(p, lambda c, p=p: pos.get((c, p), 0) >= len(topics.get((c, p), []))))
+    for p in range(P):
+        ports.write(proc.release(p, lambda c: True, now=LATER))
+    clean = MemoryPorts()
+    _feed(StreamProcessor(clean), clean, topics)
+    assert jumped and proc.counts["refetched"] == 50 and proc.counts["offset_gap"] == 0
+    assert sorted(ports.decisions) == sorted(clean.decisions) and ports.decisions
+
+
+def test_a_partition_resumed_past_its_snapshot_fetches_again_from_it_and_counts_what_never_comes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Input positions are the snapshot's: a resumed partition whose first record lies past what its snapshot
+    applied (offsets committed ahead of it) is fetched again from the snapshot's. Records that do not come
+    even then (deleted by retention) are an error, counted."""
     events, _ = simulate(80, 50, seed=8)
     topics = _topics(events)
     ports = MemoryPorts()
@@ -249,8 +292,10 @@ def test_a_partition_resumed_past_its_snapshot_says_how_many_records_it_skipped(
     proc.shard(p)
     low = proc.shards[p].checkpoint.applied[cat].low
     assert low + 5 < len(topics[(cat, p)])
+    proc.ingest(cat, cat, p, low + 5, None, topics[(cat, p)][low + 5], None)
+    assert proc.take_seeks() == [(cat, p, low)] and proc.counts["received"] == 1 and not len(proc.shards[p].hold)
     with caplog.at_level("ERROR", logger="riskmon.processor"):
-        proc.ingest(cat, cat, p, low + 5, None, topics[(cat, p)][low + 5], None)
+        proc.ingest(cat, cat, p, low + 5, None, topics[(cat, p)][low + 5], None)  # first again: the 5 are gone
         proc.ingest(cat, cat, p, low + 6, None, topics[(cat, p)][low + 6], None)
-    assert proc.counts["offset_gap"] == 5
-    assert f"transactions resumes at offset {low + 5}, but its snapshot applied only below {low}" in caplog.text
+    assert not proc.take_seeks() and proc.counts["offset_gap"] == 5 and len(proc.shards[p].hold) == 2
+    assert f"transactions resumes at offset {low + 5}, fetched again from its snapshot's, but 5 offsets" in caplog.text
