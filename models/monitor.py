@@ -1,8 +1,12 @@
-"""One shard of the monitor: the accounts of one partition, one model, one policy timeline.
+"""One shard of the monitor: the accounts of one partition, their policy timeline and breaker, and the model
+they are scored with.
 
 The streaming worker keeps one Monitor per input partition and replay keeps one
-per simulated partition, so both learn from the same outcomes in the same order
-and a replay is the stream's exact twin.
+per simulated partition. With one model for the portfolio (the default) a shard
+scores with the version the portfolio's trainer has in force (:meth:`Monitor.adopt`,
+:mod:`riskmon.models.portfolio`) and learns nothing itself; otherwise it learns
+its own model from its outcomes. Either way the stream and replay learn from the
+same outcomes in the same order, and a replay is the stream's exact twin.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from .errors import RejectReason, Rejected
 from .events import AccountEvent, BreakerCommand, Event, InstalmentDue, ModelCommand, PolicyUpdate
 from .featurespec import FeatureSpec, default_spec
 from .policy import Policy, default_policy
+from .portfolio import CHALLENGE_WINDOW, learn_outcome, model_command
 from .quality import ScoreQuality, roc_auc
 from .risk_model import RiskModel
 from .stability import Stability
@@ -27,7 +32,6 @@ from .vocabulary import HOLD_ACTION, STATES
 __all__ = ["Monitor", "States"]
 
 _BEFORE_ANY_TIME = -(2**62)  # event times reach back to 1900, before the epoch
-CHALLENGE_WINDOW = 2000  # the latest outcomes champion and challenger are compared on
 
 # States in which a line is closed: not counted among the open accounts the breaker's share rule reads.
 _CLOSED = frozenset(s.name for s in STATES if s.cap == "zero")
@@ -86,9 +90,14 @@ class Monitor:
         self._ctx: tuple[tuple[Any, ...], Context] | None = None  # the last Context, and what it was built from
         self.breaker = Breaker()
         self.held: dict[str, set[str]] = {}  # breaker action -> accounts with a move held for review
+        # Set by adopt(): the shard scores with the portfolio's model, which a trainer learns
+        # (riskmon.models.portfolio), and learns nothing itself; its steps' outcomes go to the trainer.
+        self.portfolio_version: str | None = None
 
     @property
     def model_version(self) -> str:
+        if self.portfolio_version is not None:
+            return self.portfolio_version
         return f"{self.model_base}.{self.name}.v{self.checkpoints}" if self.model_base else f"{self.name}.v{self.checkpoints}"
 
     def process(self, event: Event, states: States, owned: bool = False) -> list[StepResult]:
@@ -120,6 +129,11 @@ class Monitor:
             self.new_version()
         return [result]
 
+    def adopt(self, model: RiskModel, version: str) -> None:
+        """Score with the portfolio's model from here on (its version on every decision), learning nothing here."""
+        self.model = model
+        self.portfolio_version = version
+
     def new_version(self) -> None:
         """Start a new model version: decisions from here on carry its number."""
         self.checkpoints += 1
@@ -147,18 +161,12 @@ class Monitor:
         if event.event_id in self._policy_events:
             return False
         self._policy_events.add(event.event_id)
-        if event.command == "challenge":
-            self.challenger = RiskModel(learner=event.learner)
-            self.challenger_since = event.ts
-            self.challenge.clear()
-            return True
-        if self.challenger is None:
-            return False
-        if event.command == "promote":
-            self.model = self.challenger
+        if self.portfolio_version is not None:
+            return False  # the portfolio's trainer holds the models
+        done = model_command(self, event)
+        if done == "promote":
             self.new_version()  # decisions from here on carry a new version: the promoted model's
-        self.challenger, self.challenger_since = None, None
-        return True
+        return done is not None
 
     def challenge_auc(self) -> tuple[float | None, float | None, int]:
         """(champion's AUC, challenger's AUC, outcomes) on the same latest outcomes since the challenge began."""
@@ -223,7 +231,7 @@ class Monitor:
         ready = self.model.n_learned >= policy.score.min_labels
         self.breaker.seen(event.ts)
         # One Context for as long as what it holds stands (building one per event cost a tenth of the step).
-        key = (policy, self.checkpoints, ready, self.open_accounts, self.model, self.breaker, self.spec, self.bad_dpd)
+        key = (policy, self.model_version, ready, self.open_accounts, self.model, self.breaker, self.spec, self.bad_dpd)
         cached = self._ctx
         if cached is not None and cached[0] == key:
             ctx = cached[1]
@@ -240,19 +248,9 @@ class Monitor:
             if result.scored and isinstance(event, InstalmentDue):
                 s = result.state
                 self.stability.scored(s["score"], s["inst"][-1][I_X])
-        for o in result.outcomes if learn else ():
-            # Grade the score that was given at the statement, then learn on the
-            # features as they were then (point-in-time correct).
-            if o.score is not None and self.quality.update(o.default, o.score):
+        for o in result.outcomes if learn and self.portfolio_version is None else ():
+            if learn_outcome(self, self.spec.names, o):
                 result.drift = True
-            x = dict(zip(self.spec.names, o.features))
-            if self.challenger is not None:
-                # Both scored on the same features before either learns the outcome: a fair comparison.
-                self.challenge.append((o.default, self.model.predict_proba_one(x)[True],
-                                       self.challenger.predict_proba_one(x)[True]))
-                self.challenger.learn_one(x, o.default)
-            self.model.learn_one(x, o.default)
-            self.stability.learned(o.score, o.features)
             self.labels_since_checkpoint += 1
             self.outcomes_seen += 1
         return result
@@ -274,14 +272,17 @@ class Monitor:
                             protocol=pickle.HIGHEST_PROTOCOL)
 
     def _snapshot(self) -> dict[str, Any]:
+        # A shard scoring with the portfolio's model keeps no copy of it: it adopts the version in force again
+        # from the trainer's records when it next applies an event (a batch learner's is megabytes).
         return {
-            "name": self.name, "model": self.model, "quality": self.quality, "stability": self.stability,
+            "name": self.name, "model": self.model if self.portfolio_version is None else None, "quality": self.quality, "stability": self.stability,
             "checkpoints": self.checkpoints, "labels_since_checkpoint": self.labels_since_checkpoint,
             "outcomes_seen": self.outcomes_seen, "policies": self._policies,
             "policy_events": self._policy_events, "checkpoint_every": self.checkpoint_every,
             "bad_dpd": self.bad_dpd, "status": dict(self.status), "breaker": self.breaker.state(),
             "held": self.held, "spec": self.spec, "model_base": self.model_base,
             "challenger": self.challenger, "challenger_since": self.challenger_since, "challenge": self.challenge,
+            "portfolio_version": self.portfolio_version,
         }
 
     @classmethod
@@ -291,7 +292,7 @@ class Monitor:
         ``spec``: the feature specification configured now (the saved one if None); account states
         saved under another layout start their aggregates afresh when next applied."""
         snap = pickle.loads(data)
-        m = cls(snap["name"], model=snap["model"], checkpoint_every=snap["checkpoint_every"], bad_dpd=snap["bad_dpd"],
+        m = cls(snap["name"], model=snap["model"],  # (None with the portfolio's model: adopted again before use) checkpoint_every=snap["checkpoint_every"], bad_dpd=snap["bad_dpd"],
                 spec=spec or snap.get("spec"), model_base=snap.get("model_base", ""))
         if "quality" in snap:
             m.quality = snap["quality"]
@@ -315,6 +316,7 @@ class Monitor:
         m.challenger = snap.get("challenger")
         m.challenger_since = snap.get("challenger_since")
         m.challenge = snap.get("challenge", m.challenge)
+        m.portfolio_version = snap.get("portfolio_version")
         return m
 
 

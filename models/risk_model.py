@@ -35,17 +35,18 @@ Features = dict[Any, Any]
 import numpy as np
 from river import base, linear_model, optim, preprocessing, tree
 
-from .quality import roc_auc
+from .quality import paired_auc_z, roc_auc
 from .vocabulary import LEARNERS
 
 __all__ = ["EXPERT_SCORECARD", "EXPERT_INTERCEPT", "HANDOVER_EVERY", "HANDOVER_WINDOW", "RiskModel",
            "dumps_model", "loads_model"]
 
 
-HANDOVER_WINDOW = 500  # the latest outcomes the learned model and the scorecard are compared on
+HANDOVER_WINDOW = 1000  # the latest outcomes the learned model and the scorecard are compared on
 HANDOVER_EVERY = 25  # outcomes between comparisons
-HANDOVER_MIN_EACH = 100  # defaults, and goods, the window must hold before a comparison counts
+HANDOVER_MIN_EACH = 200  # defaults, and goods, the window must hold before a comparison counts
 HANDBACK_MARGIN = 0.02  # the learned model hands back only when its AUC falls this far behind
+HANDOVER_Z = 1.645  # it takes over only when it ranks better at the one-sided 5% level (DeLong's paired test)
 
 # Log-odds per unit of each raw feature (see models.features): arrears, partial
 # and missed payments, utilisation and borrowing velocity raise the risk; a
@@ -314,11 +315,11 @@ class RiskModel(base.Classifier):
         ys = [e[0] for e in self._evidence]
         if min(sum(ys), len(ys) - sum(ys)) < HANDOVER_MIN_EACH:
             return
-        auc_learned = roc_auc(ys, [e[1] for e in self._evidence])
-        auc_expert = roc_auc(ys, [e[2] for e in self._evidence])
-        assert auc_learned is not None and auc_expert is not None  # both classes are there
+        judged = paired_auc_z(ys, [e[1] for e in self._evidence], [e[2] for e in self._evidence])
+        assert judged is not None  # both classes are there
+        auc_learned, auc_expert, z = judged
         self.handover_judged = (auc_learned, auc_expert)
-        self._handed = auc_learned > auc_expert if not self._handed else auc_learned >= auc_expert - HANDBACK_MARGIN
+        self._handed = z > HANDOVER_Z if not self._handed else auc_learned >= auc_expert - HANDBACK_MARGIN
         self.__dict__.pop("_legacy_share", None)
         self._fast = None
 

@@ -8,6 +8,7 @@ touch of Faust's internals goes through :mod:`streams.faust_internals`.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
 import time
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from riskmon.models.features import default_spec, load_spec
 from riskmon.models.model_file import load_model
 from riskmon.models.policy import load_policy
+from riskmon.models.portfolio import Portfolio
 from riskmon.models.risk_model import RiskModel
 
 from . import faust_internals
@@ -30,7 +32,8 @@ from .metrics import Metrics
 from .processor import Options, StreamProcessor
 from .settings import Settings
 from .stall import StallWatch
-from .topics import client_config
+from .topics import client_config, start_client
+from .trainer import IDLE_S, ModelBook, TrainerLoop, watermark_record
 
 __all__ = ["FaustPorts", "Worker", "build_app"]
 
@@ -54,9 +57,10 @@ SETTLE_S = 5.0
 
 
 class FaustPorts:
-    def __init__(self, app: Any, table: Any, decisions: Any, deadletter: Any, repartition: Any) -> None:
+    def __init__(self, app: Any, table: Any, decisions: Any, deadletter: Any, repartition: Any, training: Any = None) -> None:
         self.app, self.table, self.decisions, self.deadletter = app, table, decisions, deadletter
         self.repartition = repartition
+        self.training = training  # the portfolio trainer's input (streams.trainer); None: a model per partition
         self._epoch: dict[int, int] = {}  # partition -> revocations seen
         self._unconfirmed: set[asyncio.Future[Any]] = set()  # rounds sent, not yet confirmed (and so not acked)
 
@@ -69,6 +73,8 @@ class FaustPorts:
         sent += [await self.deadletter.send(key=key, value=value, headers=headers) for key, value, headers in rnd.dead]
         sent += [await self.repartition.send(key=key, value=value, headers=headers, partition=owner)
                  for owner, key, value, headers in rnd.forwards]
+        # The round's outcomes, then its watermark, in order on the training topic's one partition.
+        sent += [await self.training.send(value=value, partition=0) for value in rnd.training]
         if sent:
             await asyncio.gather(*sent)  # delivered before the snapshot can say "applied"
         # The snapshot first: it carries the round's states too.
@@ -210,7 +216,9 @@ class Worker:
         decisions = app.topic(settings.topic_decisions, partitions=settings.partitions, **raw)
         deadletter = app.topic(settings.topic_deadletter, partitions=settings.partitions, **raw)
         table = app.Table("accounts", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes)
-        self.ports = FaustPorts(app, table, decisions, deadletter, repartition)
+        self.portfolio = settings.model_scope == "portfolio"
+        training = app.topic(settings.topic_training, partitions=1, **raw) if self.portfolio else None
+        self.ports = FaustPorts(app, table, decisions, deadletter, repartition, training)
         # /metrics on the worker's web port: riskmon's metrics and Faust's sensors, one registry.
         registry = CollectorRegistry()
         setup_prometheus_sensors(app, registry=registry, name_prefix="riskmon_faust")
@@ -227,9 +235,17 @@ class Worker:
             checkpoint_every=settings.checkpoint_every, bad_dpd=settings.bad_dpd,
             max_record_bytes=settings.max_record_bytes, lateness_s=settings.lateness_s, late=settings.late_events,
             max_future_s=settings.max_future_s, snapshot_every_s=settings.snapshot_every_s,
-            partitions=settings.partitions,
+            partitions=settings.partitions, portfolio=self.portfolio,
         )
         self.proc = StreamProcessor(self.ports, options, metrics=metrics, on_decision=on_decision)
+        if self.portfolio:
+            # One model for the portfolio: this worker reads its versions, and may be the one that trains it.
+            self.book = self.proc.book
+            self.models = ControlFeed(settings, bootstrap, topic=settings.topic_models)
+            start = Portfolio(None if model is None else copy.deepcopy(model), spec, options.model_base)
+            self.trainer = TrainerLoop(settings, bootstrap, self.book, self.control, settings.partitions, start)
+            self._quiet: dict[int, float] = {}  # owned partitions with no shard yet: since when each is caught up
+            self._idle_sent: set[int] = set()
         self.lock = asyncio.Lock()
         self.owned: set[int] = set()  # input partitions this worker holds now
         self.stall = StallWatch(settings.stall_s)
@@ -238,6 +254,9 @@ class Worker:
         app.task(self.release_held_every)
         app.task(self.watch_stalls)
         app.task(self.follow_control)
+        if self.portfolio:
+            app.task(self.follow_models)
+            app.task(self.train)
         faust_internals.before_revocation_waits(app, self.let_go)
         app.on_partitions_revoked.connect(self.on_revoked)
         app.on_partitions_assigned.connect(self.on_assigned)
@@ -361,6 +380,69 @@ class Worker:
             for p in list(self.proc.shards):
                 for rnd in self.proc.release(p, self.caught_up(p)):
                     await self.write(rnd)
+            if self.portfolio:
+                await self.report_idle(time.monotonic())
+
+    async def report_idle(self, now: float) -> None:
+        """An owned partition that has had no record in this life (so no shard), caught up on its account
+        topics for IDLE_S: the trainer need not wait for it (a shard reports for itself, see the processor)."""
+        for p in sorted(self.owned - set(self.proc.shards) - self._idle_sent):
+            check = self.caught_up(p)
+            if not all(check(c) for c in self.topics if c != "control"):
+                self._quiet.pop(p, None)
+                continue
+            if now - self._quiet.setdefault(p, now) >= IDLE_S:
+                await asyncio.gather(await self.ports.training.send(value=watermark_record(p, None), partition=0))
+                self._idle_sent.add(p)
+
+    async def follow_models(self) -> None:
+        """Read the model topic as the trainer publishes versions, and apply what waited for them."""
+        while True:
+            try:
+                await self.models.start()
+                break
+            except ConnectionError as exc:
+                log.error("model topic %s not readable, nothing is scored until it is: %s", self.models.topic, exc)
+                await asyncio.sleep(1.0)
+        records = self.models.records
+        added = 0
+        try:
+            while True:
+                if await self.models.poll():
+                    for i in range(added, len(records)):
+                        offset, _, value = records[i]
+                        self.book.add(value or b"")
+                        records[i] = (offset, None, None)  # the book keeps what it said
+                    added = len(records)
+                    await self.release_held()
+        finally:
+            await self.models.stop()
+
+    async def models_read(self) -> None:
+        """Until the model topic is read to its end (a trainer resumes from its last record)."""
+        while True:
+            hw = self.models.highwater()
+            if hw is not None and self.models.position >= hw:
+                return
+            await asyncio.sleep(0.1)
+
+    async def train(self) -> None:
+        """Train the portfolio's model when the group gives this worker the training partition."""
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=self.trainer.bootstrap, acks="all",
+                                    max_request_size=2 * 1024 * 1024, **client_config(self.settings))
+        while True:
+            try:
+                await start_client(producer, self.settings, self.trainer.bootstrap)
+                break
+            except ConnectionError as exc:
+                log.error("trainer: broker not reachable: %s", exc)
+                await asyncio.sleep(1.0)
+        try:
+            await self.trainer.run(producer, self.models_read)
+        finally:
+            await producer.stop()
 
     def _control_next(self, partition: int) -> int:
         """The control offset ``partition`` needs next: after what it was handed in this life, or what its snapshot applied."""
@@ -418,6 +500,8 @@ class Worker:
         gone = {tp.partition for tp in revoked if tp.topic in self.category_of}
         self.owned.difference_update(gone)
         self.drop(gone)
+        if self.portfolio:
+            self._idle_sent.difference_update(gone)
 
     async def on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         async with self.lock:

@@ -138,6 +138,8 @@ class Round:
     snapshot: list[tuple[bytes, bytes]] = field(default_factory=list)
     acks: list[Any] = field(default_factory=list)
     received: list[float] = field(default_factory=list)  # arrival times of the events applied
+    # For the portfolio's trainer (streams.trainer): the outcomes the round revealed, then the partition's watermark.
+    training: list[bytes] = field(default_factory=list)
 
 
 class Checkpoint:

@@ -162,6 +162,9 @@ def _judging_args(p: argparse.ArgumentParser, many_policies: bool = False) -> No
                                    "$RISKMON_MODEL_FILE, or the expert scorecard handing over as outcomes are learned)")
     p.add_argument("--learner", choices=LEARNERS, help="the learned model when no model file is named (default: "
                                                        "$RISKMON_LEARNER or logistic)")
+    p.add_argument("--model-scope", choices=("portfolio", "partition"),
+                   help="one model for the portfolio, or one per partition, as the worker's RISKMON_MODEL_SCOPE "
+                        "(default: $RISKMON_MODEL_SCOPE or portfolio)")
 
 
 def _judging(args: argparse.Namespace) -> tuple[Policy | None, FeatureSpec | None]:
@@ -201,6 +204,11 @@ def _partitions(args: argparse.Namespace) -> int:
     return args.partitions if args.partitions is not None else _settings().partitions
 
 
+def _portfolio(args: argparse.Namespace) -> bool:
+    """One model for the portfolio (``--model-scope``, or RISKMON_MODEL_SCOPE), as the worker runs it."""
+    return (getattr(args, "model_scope", None) or _settings().model_scope) == "portfolio"
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from riskmon.streams.replay import load_truth, replay
 
@@ -223,7 +231,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         summary = replay(
             args.events, out, partitions=_partitions(args), policy=policy, truth=truth, report=report,  # type: ignore[arg-type]
             progress=sys.stderr.isatty() and not args.quiet, checkpoint_every=args.checkpoint_every, bad_dpd=args.bad_dpd,
-            collector=collector, spec=spec, model=model, model_base=model_base,
+            collector=collector, spec=spec, model=model, model_base=model_base, portfolio=_portfolio(args),
         )
     finally:
         if args.out:
@@ -446,7 +454,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     spec = _spec(args)
     model, model_base = _model(args, spec)
     runs = backtest(args.events, policies, truth, partitions=_partitions(args), spec=spec,
-                    progress=sys.stderr.isatty(), model=model, model_base=model_base)
+                    progress=sys.stderr.isatty(), model=model, model_base=model_base, portfolio=_portfolio(args))
     print(format_backtest(runs, Path(args.events).name))
     if args.html:
         Path(args.html).write_text(render_backtest_html(runs, Path(args.events).name), encoding="utf-8")
@@ -473,7 +481,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     policy, spec = _judging(args)
     model, model_base = _model(args, spec)
     r = evaluate_log(args.source, truth, partitions=_partitions(args), policy=policy, spec=spec, folds=args.folds,
-                     progress=sys.stderr.isatty(), model=model, model_base=model_base)
+                     progress=sys.stderr.isatty(), model=model, model_base=model_base, portfolio=_portfolio(args))
     print(format_log_evaluation(r, Path(args.source).name))
     if args.json:
         Path(args.json).write_text(json.dumps(r.as_dict(), indent=2) + "\n")
@@ -499,7 +507,8 @@ def _cmd_policy(args: argparse.Namespace) -> int:
         _check_log(args.log)
         policy, spec = _judging(args)
         model, model_base = _model(args, spec)
-        engine = Engine(_partitions(args), policy, spec=spec, model=model, model_base=model_base)
+        engine = Engine(_partitions(args), policy, spec=spec, model=model, model_base=model_base,
+                        portfolio=_portfolio(args))
         end = 0
         for ev, _ in apply_log(args.log, engine, ReplaySummary()):
             end = ev.ts

@@ -37,10 +37,11 @@ class ControlFeed:
     ([1, 4], [4], [])
     """
 
-    def __init__(self, settings: Settings, bootstrap: str, fetch_wait_ms: int = 100) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, fetch_wait_ms: int = 100, topic: str | None = None) -> None:
+        """``topic``: another topic read the same way (the portfolio model's versions, streams.trainer)."""
         self.settings = settings
         self.bootstrap = bootstrap
-        self.topic = settings.input_topics["control"]
+        self.topic = topic or settings.input_topics["control"]
         self.tp = TopicPartition(self.topic, 0)
         self.fetch_wait_ms = fetch_wait_ms
         self.offsets: list[int] = []
@@ -48,6 +49,7 @@ class ControlFeed:
         self.consumer: Any = None  # made in start(): aiokafka clients belong to the running event loop
         self.reading = False  # started and assigned the control partition, not stopped
         self.position = 0  # the next offset the feed will read: past every record, marker and deleted range read
+        self.log_level = logging.INFO if topic is None else logging.DEBUG  # model versions come daily: not news
 
     async def start(self) -> None:
         # Short fetch waits: Tansu holds a fetch open for most of its wait even when records come
@@ -76,7 +78,7 @@ class ControlFeed:
             self.records.append((m.offset, m.key, m.value))
             n += 1
         if n:
-            log.info("control: %d record(s) read, up to offset %d", n, self.offsets[-1])
+            log.log(self.log_level, "%s: %d record(s) read, up to offset %d", self.topic, n, self.offsets[-1])
         self.position = await self.consumer.position(self.tp)
         return n
 

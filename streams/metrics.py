@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from riskmon.models.stability import Stability
 from riskmon.models.vocabulary import GUARDABLE, STATUSES
 
 
@@ -146,22 +147,28 @@ class Metrics(Collector):
                                      labels=["partition"])
         held = GaugeMetricFamily("riskmon_decisions_held", "Accounts whose move the breaker holds for review", labels=["partition", "action"])
         now = time.time()
+        # With one model for the portfolio, what learns is its trainer (as its last published record left it):
+        # every partition shows the same model figures, and compares its own scored population with its reference.
+        trainer = proc.book.latest() if proc.book is not None else None
         for p, sh in sorted(proc.shards.items()):
             label = str(p)
-            a = sh.monitor.quality.auc()
-            if a is not None:
-                auc.add_metric([label], a)
-            version.add_metric([label], sh.monitor.checkpoints)
-            learned.add_metric([label], sh.monitor.outcomes_seen)
-            handed.add_metric([label], 1 if sh.monitor.model.handed_over else 0)
-            for name, value in sh.monitor.stability.psi(sh.monitor.spec.names).items():
-                psi.add_metric([label, name], value)
-            if sh.monitor.challenger is not None:
-                champion, challenger, n = sh.monitor.challenge_auc()
-                compared.add_metric([label], n)
-                for model, value in (("champion", champion), ("challenger", challenger)):
-                    if value is not None:
-                        challenge.add_metric([label, model], value)
+            learner: Any = trainer if proc.book is not None else sh.monitor
+            if learner is not None:  # (None: no model published yet)
+                a = learner.quality.auc()
+                if a is not None:
+                    auc.add_metric([label], a)
+                version.add_metric([label], learner.version if trainer is not None else sh.monitor.checkpoints)
+                learned.add_metric([label], learner.outcomes_seen)
+                handed.add_metric([label], 1 if learner.model.handed_over else 0)
+                populations = [sh.monitor.stability] + ([trainer.stability] if trainer is not None else [])
+                for name, value in Stability.merged(populations, sh.monitor.spec.names).items():
+                    psi.add_metric([label, name], value)
+                if learner.challenger is not None:
+                    champion, challenger, n = learner.challenge_auc()
+                    compared.add_metric([label], n)
+                    for model, value in (("champion", champion), ("challenger", challenger)):
+                        if value is not None:
+                            challenge.add_metric([label, model], value)
             policy.add_metric([label, sh.monitor.policy_at(sh.applied_ts).version], 1)
             if sh.saved_at:
                 age.add_metric([label], now - sh.saved_at)

@@ -33,12 +33,14 @@ from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.monitor import Monitor
 from riskmon.models.partitioning import partition_for
 from riskmon.models.policy import Policy
+from riskmon.models.portfolio import PORTFOLIO_BY_DEFAULT, Revealed, in_force
 from riskmon.models.risk_model import RiskModel
 from riskmon.models.state import AccountState
 from riskmon.models.step import StepResult
 
-from .checkpoint import MAX_ROUND_EVENTS, NO_ACK, QUALITY_KEY_PREFIX, SHARD_KEY_PREFIX, Checkpoint, DeadLetter, Round
-from .hold import QUIET_S, EventTimeHold, Held
+from .checkpoint import MAX_ROUND_EVENTS, NO_ACK, NO_TIME, QUALITY_KEY_PREFIX, SHARD_KEY_PREFIX, Checkpoint, DeadLetter, Round
+from .hold import QUIET_S, SOURCES, EventTimeHold, Held
+from .trainer import IDLE_S, ModelBook, outcome_record, watermark_record
 
 __all__ = ["HotMetrics", "Options", "Ports", "StreamProcessor", "score_band"]
 
@@ -89,6 +91,9 @@ class Options:
     # The input topics' partition count: an account event on a partition its account does not belong
     # to (by Kafka's murmur2 partitioner, as replay shards) is sent on to the one it does (None: no check).
     partitions: int | None = None
+    # One model for the portfolio (streams.trainer): partitions score with the versions a trainer publishes, and
+    # send it their outcomes; False: each partition learns its own model.
+    portfolio: bool = PORTFOLIO_BY_DEFAULT
 
     def __post_init__(self) -> None:
         if self.late not in ("apply", "deadletter"):
@@ -121,6 +126,13 @@ class _Shard:
     hold: EventTimeHold
     states: dict[str, AccountState | None] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)  # restored from a snapshot, to be written again
+    # With the portfolio's model (streams.trainer): the boundary of the version the shard scores with, the
+    # time of an event waiting for the version in force at it, the last watermark sent (None: idle; the
+    # partition's last event time before any), and when the partition last took a record (time.monotonic()).
+    model_at: int | None = None
+    blocked: int | None = None
+    reported: int | None = -1
+    quiet_since: float = 0.0
 
     @property
     def applied_ts(self) -> int:
@@ -175,6 +187,9 @@ class StreamProcessor:
         # (topic, partition) -> the offset the host must seek it back to (take_seeks), the records from
         # there were never delivered
         self.seeks: dict[tuple[str, int], int] = {}
+        # With one model for the portfolio: the versions the trainer published (the host fills it from the
+        # model topic); None: each partition learns its own model.
+        self.book: ModelBook | None = ModelBook() if o.portfolio else None
 
     # -- partitions -------------------------------------------------------
     def shard(self, partition: int) -> _Shard:
@@ -235,6 +250,7 @@ class StreamProcessor:
         received = time.monotonic()
         self.counts["received"] += 1
         sh = self.shard(partition)
+        sh.quiet_since = received
         ckpt = sh.checkpoint
         if ckpt.last_handle is None and handle is not NO_ACK:
             ckpt.last_handle = handle  # a round of broadcast control records alone writes in its context
@@ -317,10 +333,23 @@ class StreamProcessor:
         ready, forced = sh.hold.release(caught_up, now)
         self.counts["forced"] += forced
         if ready:
-            return [self._round(sh, ready[i : i + MAX_ROUND_EVENTS], now) for i in range(0, len(ready), MAX_ROUND_EVENTS)]
+            rounds = []
+            for i in range(0, len(ready), MAX_ROUND_EVENTS):
+                rounds.append(self._round(sh, ready[i : i + MAX_ROUND_EVENTS], now))
+                if sh.blocked is not None:  # the rest went back to the hold, to wait for the model in force at them
+                    for h in ready[i + MAX_ROUND_EVENTS:]:
+                        sh.hold.push(h)
+                    break
+            return rounds
         if sh.checkpoint.has_work():
             return [self._round(sh, [], now)]
         rnd = sh.checkpoint.idle_round(sh.monitor, now, self.options.snapshot_every_s)
+        if (self.book is not None and sh.reported is not None and not sh.hold and now - sh.quiet_since >= IDLE_S
+                and all(caught_up(c) for c in SOURCES if c != "control")):
+            # Nothing to apply and nothing new for a while: the trainer need not wait for this partition.
+            rnd = rnd or Round(partition, sh.checkpoint.last_handle)
+            rnd.training.append(watermark_record(partition, None))
+            sh.reported = None
         return [] if rnd is None else [rnd]
 
     def held(self) -> int:
@@ -343,8 +372,21 @@ class StreamProcessor:
         rnd = ckpt.begin(next((h.handle for h in reversed(ready) if h.handle is not NO_ACK), None))
         writes: dict[str, AccountState] = {}
         lookup = _Lookup(self.ports, sh, writes)
-        for h in ready:
+        book = self.book
+        sh.blocked = None
+        for i, h in enumerate(ready):
             ev = h.event
+            if book is not None:
+                b = in_force(ev.ts)
+                if b != sh.model_at:
+                    got = book.at(b)
+                    if got is None:  # the trainer has not published the model in force at it yet
+                        sh.blocked = ev.ts
+                        for rest in ready[i:]:
+                            sh.hold.push(rest)
+                        break
+                    sh.monitor.adopt(got[1], got[0])
+                    sh.model_at = b
             ckpt.applied_event(h.category, h.offset, ev.ts, h.handle)
             rnd.received.append(h.received)
             try:
@@ -368,6 +410,15 @@ class StreamProcessor:
                 self._emit(rnd, writes, result)
                 if result.drift:
                     self.counts["drift"] += 1
+                if book is not None and result.outcomes:
+                    rnd.training.append(outcome_record(sh.partition, Revealed(
+                        ev.ts, result.state["id"], tuple(result.outcomes), ev.event_id)))
+        if book is not None:
+            # Every outcome revealed before this time is sent: the events before it are applied.
+            mark = sh.blocked if sh.blocked is not None else ckpt.applied_ts
+            if mark != sh.reported and mark > NO_TIME:
+                rnd.training.append(watermark_record(sh.partition, mark))
+                sh.reported = mark
         for aid in sh.dirty - writes.keys():
             state = sh.states.get(aid)
             if state is not None:

@@ -10,6 +10,7 @@ import orjson
 
 from riskmon.models.codec import DEFAULT_MAX_RECORD_BYTES, decode, dumps
 from riskmon.models.engine import Engine
+from riskmon.models.portfolio import PORTFOLIO_BY_DEFAULT
 from riskmon.models.errors import Rejected
 from riskmon.models.evaluation import EarlyWarningTracker, Evaluation, outcome_times
 from riskmon.models.events import Event, event_order
@@ -130,6 +131,7 @@ def replay(
     spec: FeatureSpec | None = None,
     model: RiskModel | None = None,
     model_base: str = "",
+    portfolio: bool = PORTFOLIO_BY_DEFAULT,
 ) -> ReplaySummary:
     """Run the log through the core; write decisions as JSON lines to ``out``.
 
@@ -137,7 +139,7 @@ def replay(
     ``model``: every partition starts from it (a model file's, whose version is ``model_base``)."""
     summary = ReplaySummary()
     engine = Engine(partitions, policy, checkpoint_every=checkpoint_every, bad_dpd=bad_dpd, spec=spec, model=model,
-                    model_base=model_base)
+                    model_base=model_base, portfolio=portfolio)
     tracker = EarlyWarningTracker(bad_dpd, outcome_times(truth or []))
     for ev, results in apply_log(events_path, engine, summary, report, "replay" if progress else None):
         for result in results:
@@ -157,12 +159,15 @@ def replay(
             for d in result.decisions:
                 summary.decisions[d.action] += 1
                 out.write(dumps(d.to_dict()) + b"\n")
-    aucs = [m.quality.auc() for m in engine.monitors]
+    # What learns: the portfolio's trainer, or each shard. The shards' populations scored, against the learned one.
+    learners: list[Any] = [engine.portfolio] if engine.portfolio is not None else engine.monitors
+    aucs = [m.quality.auc() for m in learners]
     known = [a for a in aucs if a is not None]
     summary.rolling_auc = sum(known) / len(known) if known else None
-    summary.drifts = sum(m.quality.drifts for m in engine.monitors)
-    summary.psi = Stability.merged([m.stability for m in engine.monitors], engine.monitors[0].spec.names)
-    compared = [c for m in engine.monitors for c in m.challenge]
+    summary.drifts = sum(m.quality.drifts for m in learners)
+    stabilities = [m.stability for m in engine.monitors] + ([engine.portfolio.stability] if engine.portfolio else [])
+    summary.psi = Stability.merged(stabilities, engine.monitors[0].spec.names)
+    compared = [c for m in learners for c in m.challenge]
     if compared:
         ys = [c[0] for c in compared]
         summary.challenge = (roc_auc(ys, [c[1] for c in compared]), roc_auc(ys, [c[2] for c in compared]), len(ys))

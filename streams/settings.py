@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     late_events: Literal["apply", "deadletter"] = Field("apply", description="what happens to an event later than that")
     snapshot_every_s: float = Field(0.5, ge=0, le=60, description="most time between partition snapshots; 0: every round")
     max_future_s: float = Field(86_400.0, gt=0, description="events dated further ahead of the wall clock are dead-lettered")
-    checkpoint_every: int = Field(500, ge=1, description="outcomes learned between model versions")
+    checkpoint_every: int = Field(500, ge=1, description="outcomes learned between model versions (model_scope partition)")
+    model_scope: Literal["portfolio", "partition"] = Field(
+        "partition", description="partition: a model per partition, learned there; portfolio: one model, learned by one "
+                                 "trainer from every partition's outcomes and published to every worker")
     bad_dpd: int = Field(30, ge=1)
     policy_file: Path | None = None
     features_file: Path | None = Field(None, description="feature specification TOML (default: the shipped one)")
@@ -115,8 +118,23 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}.repartition"
 
     @property
+    def topic_training(self) -> str:
+        """Internal: the outcomes partitions reveal, and their watermarks, for the portfolio's trainer."""
+        return f"{self.topic_prefix}.training"
+
+    @property
+    def topic_models(self) -> str:
+        """The portfolio model's versions, as the trainer publishes them; every worker reads it whole."""
+        return f"{self.topic_prefix}.models"
+
+    @property
+    def single_partition_topics(self) -> list[str]:
+        return [self.input_topics["control"], self.topic_training, self.topic_models]
+
+    @property
     def all_topics(self) -> list[str]:
-        return [*self.input_topics.values(), self.topic_repartition, self.topic_decisions, self.topic_deadletter]
+        return [*self.input_topics.values(), self.topic_repartition, self.topic_decisions, self.topic_deadletter,
+                self.topic_training, self.topic_models]
 
 
 def settings_error(exc: ValidationError) -> str:

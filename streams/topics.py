@@ -59,13 +59,16 @@ async def create_topics(settings: Settings, bootstrap: str, timeout_s: float = 2
         existing = set(await admin.list_topics())
         # Co-partitioned: every input, output and the tables' changelogs share the partition count;
         # the control topic, which every worker reads whole, has one (streams.control).
-        control = settings.input_topics["control"]
-        want = {t: CONTROL_PARTITIONS if t == control else settings.partitions for t in settings.all_topics}
+        # The control topic, and the portfolio model's training and model topics, have one each: the first
+        # two every worker reads whole (streams.control, streams.trainer), the training topic one trainer reads.
+        single = set(settings.single_partition_topics)
+        want = {t: CONTROL_PARTITIONS if t in single else settings.partitions for t in settings.all_topics}
         for name, partitions in want.items():
             if name in existing:
                 continue
-            # The control topic keeps every record: a partition that starts afresh reads it from the first.
-            configs = {"retention.ms": "-1"} if name == control else None
+            # They keep every record: a partition that starts afresh reads the control topic from the first, and
+            # a trainer restarts from the model topic's last record and the training records after its offset.
+            configs = {"retention.ms": "-1"} if name in single else None
             try:
                 await admin.create_topics([NewTopic(name, partitions, settings.replication_factor, topic_configs=configs)])
                 created.append(name)
@@ -74,12 +77,13 @@ async def create_topics(settings: Settings, bootstrap: str, timeout_s: float = 2
         described = await admin.describe_topics(settings.all_topics)
         for d in described:
             n = len(d.get("partitions", []))
-            if n and d["topic"] == control and n != CONTROL_PARTITIONS:
+            if n and d["topic"] in single and n != CONTROL_PARTITIONS:
                 raise ValueError(
-                    f"topic {control} has {n} partitions: the control topic must have {CONTROL_PARTITIONS}, so that "
-                    "one record reaches every worker in one order (delete it, or set another RISKMON_TOPIC_PREFIX)"
+                    f"topic {d['topic']} has {n} partitions: the {d['topic'].rsplit('.', 1)[-1]} topic must have "
+                    f"{CONTROL_PARTITIONS}, so that one record reaches every worker in one order (delete it, or set "
+                    "another RISKMON_TOPIC_PREFIX)"
                 )
-            if n and d["topic"] != control and n != settings.partitions:
+            if n and d["topic"] not in single and n != settings.partitions:
                 raise ValueError(
                     f"topic {d['topic']} has {n} partitions, the monitor is set to {settings.partitions}: "
                     "co-partitioned topics must match (set RISKMON_PARTITIONS)"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from riskmon.models.portfolio import PORTFOLIO_BY_DEFAULT
 from riskmon.models.codec import format_ts
 from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.policy import Policy
@@ -97,11 +98,12 @@ class _Watcher(Judge):
 
 
 def _run(path: str | Path, name: str, policy: Policy | None, truth: list[dict[str, Any]] | None, partitions: int,
-         spec: FeatureSpec | None, bad_dpd: int, progress: bool, model: RiskModel | None, model_base: str) -> PolicyRun:
+         spec: FeatureSpec | None, bad_dpd: int, progress: bool, model: RiskModel | None, model_base: str,
+         portfolio: bool = PORTFOLIO_BY_DEFAULT) -> PolicyRun:
     w = _Watcher(truth, bad_dpd)
     with open(os.devnull, "wb") as sink:
         replay(path, sink, partitions=partitions, policy=policy, bad_dpd=bad_dpd, collector=w, spec=spec,
-               progress=progress, model=model, model_base=model_base)
+               progress=progress, model=model, model_base=model_base, portfolio=portfolio)
     accounts, bad = w.judged()
     t = w.tracker
     closed = {a for a in accounts if t.worst_state.get(a, 0) >= SEVERITY["closed"]}
@@ -119,10 +121,12 @@ def _run(path: str | Path, name: str, policy: Policy | None, truth: list[dict[st
 
 def backtest(path: str | Path, policies: list[tuple[str, Policy | None]], truth: list[dict[str, Any]] | None = None,
              partitions: int = 4, spec: FeatureSpec | None = None, bad_dpd: int = 30,
-             progress: bool = False, model: RiskModel | None = None, model_base: str = "") -> list[PolicyRun]:
+             progress: bool = False, model: RiskModel | None = None, model_base: str = "",
+             portfolio: bool = PORTFOLIO_BY_DEFAULT) -> list[PolicyRun]:
     """Replay ``path`` under each (name, policy) (None: the shipped default) and judge each run
-    (``model``: every run starts from it, a warm start)."""
-    return [_run(path, name, p, truth, partitions, spec, bad_dpd, progress, model, model_base) for name, p in policies]
+    (``model``: every run starts from it, a warm start; ``portfolio``: one model for the portfolio)."""
+    return [_run(path, name, p, truth, partitions, spec, bad_dpd, progress, model, model_base, portfolio)
+            for name, p in policies]
 
 
 def _rows(runs: list[PolicyRun]) -> list[tuple[str, list[str]]]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from riskmon.models.portfolio import PORTFOLIO_BY_DEFAULT
 from riskmon.models.evaluation import EarlyWarningTracker, outcome_times
 from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.policy import Policy
@@ -143,12 +144,12 @@ class Judge:
 def evaluate_log(path: str | Path, truth: list[dict[str, Any]] | None = None, partitions: int = 4,
                  policy: Policy | None = None, spec: FeatureSpec | None = None, bad_dpd: int = 30,
                  folds: int = 5, progress: bool = False, model: RiskModel | None = None,
-                 model_base: str = "") -> LogEvaluation:
+                 model_base: str = "", portfolio: bool = PORTFOLIO_BY_DEFAULT) -> LogEvaluation:
     """Replay ``path`` through the core and judge it (see the module's docstring); ``model``: a warm start."""
     judge = Judge(truth, bad_dpd)
     with open(os.devnull, "wb") as sink:
         summary = replay(path, sink, partitions=partitions, policy=policy, bad_dpd=bad_dpd, collector=judge, spec=spec,
-                         progress=progress, model=model, model_base=model_base)
+                         progress=progress, model=model, model_base=model_base, portfolio=portfolio)
     tracker = judge.tracker
     accounts, bad = judge.judged()
     y_acc = [int(a in bad) for a in accounts]

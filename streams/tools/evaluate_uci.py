@@ -182,7 +182,7 @@ def warm_start(rows: list[dict[str, int]], cohorts: int, test_cohorts: int, poli
                         scores.append(o.score)
         return roc_auc(ys, scores)
 
-    return {"trained_outcomes": trained, "cold": prequential(None), "warm": prequential(trainer.monitors[0].model)}
+    return {"trained_outcomes": trained, "cold": prequential(None), "warm": prequential(trainer.finish())}
 
 
 def _quantiles(xs: list[float]) -> dict[str, float] | None:

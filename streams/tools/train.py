@@ -48,8 +48,8 @@ def train(events_path: str | Path, out: str | Path, policy: Policy | None = None
     if not outcomes:
         raise ValueError(f"{events_path} has no outcomes to learn from: no statement (instalment_due) in it was "
                          f"settled or reached {bad_dpd} days past due")
-    monitor = engine.monitors[0]
-    info = lineage(monitor.model, monitor.spec.names, monitor.spec.version, outcomes=outcomes, defaults=defaults,
+    model, spec = engine.finish(), engine.monitors[0].spec  # every outcome learned, its epoch closed or not
+    info = lineage(model, spec.names, spec.version, outcomes=outcomes, defaults=defaults,
                    first_ts=first, last_ts=last, source=f"{Path(events_path).name} (sha256 {_sha256(events_path)[:16]})")
-    save_model(out, monitor.model, info)
+    save_model(out, model, info)
     return info, summary

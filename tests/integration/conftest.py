@@ -39,13 +39,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 class Cluster:
     """One isolated deployment on the session broker: its own topics, app id and workers."""
 
-    def __init__(self, broker: EmbeddedBroker, tmp: pathlib.Path, partitions: int = 4, store: str = "memory://") -> None:
+    def __init__(self, broker: EmbeddedBroker, tmp: pathlib.Path, partitions: int = 4, store: str = "memory://",
+                 model_scope: str = "partition") -> None:
         n = next(_ids)
         self.bootstrap = broker.url
         self.tmp = tmp
         self.settings = Settings(broker_url=broker.url, broker_kind="tansu", partitions=partitions,
                                  topic_prefix=f"t{n}-{os.getpid()}", app_id=f"riskmon-test-{n}-{os.getpid()}",
-                                 datadir=tmp / "data", session_timeout_s=6.0, store=store)
+                                 datadir=tmp / "data", session_timeout_s=6.0, store=store,
+                                 model_scope=model_scope)  # type: ignore[arg-type]
         self.workers: list[subprocess.Popen[bytes]] = []
         self.web_ports: list[int] = []  # each worker's web and /metrics port, in start order
         asyncio.run(create_topics(self.settings, self.bootstrap))
@@ -161,7 +163,8 @@ def account(tally: dict[str, Any], name: str) -> None:
     assert sorted(got) == sorted(expected), diff(got, expected)
 
 
-def replay_decisions(path: pathlib.Path, partitions: int = 4) -> list[bytes]:
+def replay_decisions(path: pathlib.Path, partitions: int = 4, portfolio: bool = False) -> list[bytes]:
+    """Replay's decisions (``portfolio``: one model for the portfolio, as RISKMON_MODEL_SCOPE=portfolio)."""
     out = io.BytesIO()
-    replay(path, out, partitions=partitions)
+    replay(path, out, partitions=partitions, portfolio=portfolio)
     return out.getvalue().splitlines()

@@ -21,18 +21,20 @@ from .conftest import Cluster, diff, replay_decisions, write_log
 pytestmark = pytest.mark.integration
 
 CHALLENGE = {"type": "model_command", "event_id": "challenge-q1", "ts": "2025-02-01T00:00:00Z", "command": "challenge",
-             "learner": "logistic", "note": "a second online model"}
-PROMOTE = {"type": "model_command", "event_id": "promote-q2", "ts": "2025-04-01T00:00:00Z", "command": "promote",
+             "learner": "batch", "note": "a mini-batch model"}
+PROMOTE = {"type": "model_command", "event_id": "promote-q2", "ts": "2025-05-01T00:00:00Z", "command": "promote",
            "note": "won on the same outcomes"}
 
 
 def test_a_challenger_is_started_and_promoted_from_the_command_line(broker: EmbeddedBroker, tmp_path: pathlib.Path) -> None:
-    cluster = Cluster(broker, tmp_path)
+    cluster = Cluster(broker, tmp_path, model_scope="portfolio")  # the trainer takes the commands
     try:
-        events, _ = simulate(300, 120, seed=21)
+        # 800 accounts over 150 days: by May the challenger has taken over from the scorecard it starts from
+        # (200 defaults among the latest 1,000 outcomes), so its promotion shows in the decisions.
+        events, _ = simulate(800, 150, seed=11)
         log = write_log(tmp_path / "ev.jsonl", events)
-        expected = replay_decisions(write_log(tmp_path / "with.jsonl", [*events, CHALLENGE, PROMOTE]))
-        plain = replay_decisions(log)
+        expected = replay_decisions(write_log(tmp_path / "with.jsonl", [*events, CHALLENGE, PROMOTE]), portfolio=True)
+        plain = replay_decisions(log, portfolio=True)
         promoted_at = parse_ts(PROMOTE["ts"])
         late = [orjson.loads(d) for d in expected if parse_ts(orjson.loads(d)["event_ts"]) >= promoted_at]
         assert late and sorted(expected) != sorted(plain), "the promotion changes the decisions after it"

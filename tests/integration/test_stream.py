@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from riskmon.models.simulate import simulate
+from riskmon.streams.broker import EmbeddedBroker
 from riskmon.streams.produce import produce
 from riskmon.streams.replay import replay
 
@@ -172,3 +173,40 @@ def test_a_reviewers_reinstatement_survives_a_kill_9_and_equals_replay(
         assert "reviewed" in out.out and "MANUAL_REVIEW" in out.out and "1 decision within" in out.err
     finally:
         cluster.stop()
+
+
+def test_the_worker_that_trains_the_portfolio_model_killed_9_its_trainer_resumes_and_parity_holds(
+        tmp_path: pathlib.Path) -> None:
+    """RISKMON_MODEL_SCOPE=portfolio: one trainer learns the portfolio's model (streams.trainer); two workers, and
+    the one that holds the trainer killed with kill -9 once a learned version is out: the trainer resumes from the
+    model topic's last record, in the other worker or the restarted one, and every decision is replay's (the same
+    model versions at the same event times). On a broker of its own: the session's, grown by every test before,
+    once stalled this test (README, "One model for the portfolio")."""
+    broker = EmbeddedBroker(log=open(tmp_path / "tansu.log", "wb")).start()
+    cluster = Cluster(broker, tmp_path, model_scope="portfolio")
+    try:
+        log, _ = _log(tmp_path, 300, 90, seed=23)
+        expected = replay_decisions(log, portfolio=True)
+        assert len({orjson.loads(d)["model_version"] for d in expected}) > 20  # decisions span many versions
+        asyncio.run(produce(log, cluster.settings, cluster.bootstrap))
+        workers = [cluster.start_worker(slot=0), cluster.start_worker(slot=1)]
+
+        def learned(records: list[Any]) -> bool:  # a model version past the one the trainer starts from
+            return any(b'"new":true' in r.value[:300] and b'"v":"m.v0"' not in r.value[:300] for r in records)
+
+        cluster.read(cluster.settings.topic_models, learned, 120)
+        partial, _ = cluster.decisions(len(expected), timeout_s=1)  # what arrived by then
+        logs = [tmp_path / f"worker-{port}.log" for port in cluster.web_ports]
+        holder = next(i for i, f in enumerate(logs) if "trainer: holds the training partition" in f.read_text())
+        cluster.kill9(workers[holder])
+        cluster.start_worker(slot=holder)
+        got, repeats = cluster.decisions(len(expected))
+        account({"events": len(log.read_bytes().splitlines()), "expected": expected, "got": got, "repeats": repeats},
+                f"the trainer's worker kill -9 after {len(partial)} decisions, restarted ({cluster.settings.store})")
+        resumed = [line for f in tmp_path.glob("worker-*.log") for line in f.read_text().splitlines()
+                   if "trainer: holds the training partition" in line]
+        # The first trainer started from nothing; one took over from what the model topic's records had learned.
+        assert len(resumed) >= 2 and any("(0 outcomes)" not in line for line in resumed), resumed
+    finally:
+        cluster.stop()
+        broker.stop()

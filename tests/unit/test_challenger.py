@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 import pathlib
 from typing import Any
 
@@ -16,6 +17,7 @@ from riskmon.models.engine import Engine
 from riskmon.models.errors import Rejected
 from riskmon.models.events import event_order
 from riskmon.models.monitor import Monitor
+from riskmon.models.portfolio import Revealed
 from riskmon.models.simulate import simulate
 from riskmon.streams.metrics import Metrics
 from riskmon.streams.replay import replay
@@ -41,13 +43,15 @@ def decisions(tmp_path: pathlib.Path, events: list[dict], name: str) -> tuple[li
     log = tmp_path / f"{name}.jsonl"
     log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
     out = io.BytesIO()
-    summary = replay(log, out, partitions=P)
+    summary = replay(log, out, partitions=P, portfolio=True)  # one model for the portfolio: its trainer holds the models
     return [orjson.loads(d) for d in out.getvalue().splitlines()], summary
 
 
 @pytest.fixture(scope="module")
 def portfolio() -> list[dict]:
-    return simulate(400, 150, seed=11)[0]
+    # 800 accounts: enough defaults by May for a learned model to take over from the scorecard (200 among the
+    # latest 1,000 outcomes), so that a promotion shows.
+    return simulate(800, 150, seed=11)[0]
 
 
 def test_a_challenger_never_decides_and_a_promotion_puts_it_in_force(portfolio: list[dict], tmp_path: pathlib.Path) -> None:
@@ -59,8 +63,10 @@ def test_a_challenger_never_decides_and_a_promotion_puts_it_in_force(portfolio: 
     assert plain.challenge is None and summary.challenge is not None
     champion, challenger, n = summary.challenge
     assert n > 200 and champion is not None and challenger is not None
-    promote_at = parse_ts("2025-04-01T00:00:00Z")
-    promoted, _ = decisions(tmp_path, with_commands(portfolio, challenge, command("2025-04-01T00:00:00Z", "promote")),
+    # The portfolio's trainer takes the promotion in order with the outcomes of its day: the version that learns
+    # that day is in force from the day after it (models.portfolio), 2 days after the command.
+    promote_at = parse_ts("2025-05-03T00:00:00Z")
+    promoted, _ = decisions(tmp_path, with_commands(portfolio, challenge, command("2025-05-01T00:00:00Z", "promote")),
                             "promoted")
     before = [d for d in promoted if parse_ts(d["event_ts"]) < promote_at]
     assert before == [d for d in base if parse_ts(d["event_ts"]) < promote_at], "nothing changes before the promotion"
@@ -74,18 +80,35 @@ def test_the_stream_processor_and_a_restored_shard_keep_the_challenge(portfolio:
     events = with_commands(portfolio, command("2025-02-01T00:00:00Z", "challenge", "logistic"),
                            command("2025-04-15T00:00:00Z", "promote"))
     want, _ = decisions(tmp_path, events, "log")
-    ports, _ = run_stream(events, 3)
+    ports, _ = run_stream(events, 3, portfolio=True)
     assert sorted(ports.decisions) == sorted(dumps(d) for d in want)
-    # A shard saved mid-challenge and restored goes on exactly as the one that was not.
     evs = sorted((decode(dumps(e)) for e in with_commands(portfolio, command("2025-02-01T00:00:00Z", "challenge", "batch"))),
                  key=lambda e: event_order(e.ts, e.type, 0))
-    engine = Engine(1)
     half = len(evs) // 2
+    # The portfolio's trainer saved mid-challenge (as its model records carry it, without what is pending, which
+    # a restarted trainer reads again) and restored goes on exactly as the one that was not.
+    engine = Engine(1, portfolio=True)
+    for e in evs[:half]:
+        engine.process(e)
+    assert engine.portfolio is not None and engine.portfolio.challenger is not None
+    twin = Engine(1, portfolio=True)
+    twin.monitors[0] = Monitor.restore(engine.monitors[0].dumps())
+    twin.states = copy.deepcopy(engine.states)
+    restored = twin.portfolio = pickle.loads(pickle.dumps(engine.portfolio))
+    assert not restored.pending
+    for r in engine.portfolio.pending:
+        restored.offer(r) if isinstance(r, Revealed) else restored.command(r)
+    twin._adopt()
+    for e in evs[half:]:
+        assert [r.decisions for r in engine.process(e)] == [r.decisions for r in twin.process(e)]
+    assert engine.portfolio.challenge_auc() == restored.challenge_auc() and restored.challenge_auc()[2] > 0
+    # A shard that learns its own model (RISKMON_MODEL_SCOPE=partition), saved mid-challenge and restored, likewise.
+    engine = Engine(1, portfolio=False)
     for e in evs[:half]:
         engine.process(e)
     m = engine.monitors[0]
     assert m.challenger is not None
-    twin = Engine(1)
+    twin = Engine(1, portfolio=False)
     twin.monitors[0] = Monitor.restore(m.dumps())
     twin.states = copy.deepcopy(engine.states)  # its own: an engine steps the states it holds in place
     for e in evs[half:]:
@@ -102,18 +125,20 @@ def test_metrics_and_the_report_show_both_models(portfolio: list[dict], tmp_path
     events = with_commands(portfolio, command("2025-02-01T00:00:00Z", "challenge", "batch"))
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    ports, proc = run_stream(events, 1, metrics=metrics)
+    ports, proc = run_stream(events, 1, metrics=metrics, portfolio=True)
     metrics.watch(proc, lag=lambda: [], owned=lambda: P)
     m = samples(registry)
     got = {(r[0]["partition"], r[0]["model"]): r[1] for r in m["riskmon_challenge_auc"]}
-    for p, sh in proc.shards.items():
-        champion, challenger, n = sh.monitor.challenge_auc()
+    trainer = ports.book.latest() if ports.book is not None else None  # the portfolio's, as last published
+    assert trainer is not None
+    for p in proc.shards:
+        champion, challenger, n = trainer.challenge_auc()  # every partition shows the portfolio's one comparison
         assert got[(str(p), "champion")] == champion and got[(str(p), "challenger")] == challenger
         assert ({r[0]["partition"]: r[1] for r in m["riskmon_challenge_outcomes"]})[str(p)] == n > 0
     log = tmp_path / "ev.jsonl"
     log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
     collector = ReportCollector()
-    summary = replay(log, io.BytesIO(), collector=collector)
+    summary = replay(log, io.BytesIO(), collector=collector, portfolio=True)
     page = render_html(collector, summary, "ev.jsonl")
     champion, challenger, n = summary.challenge
     section = page[page.index("<h2>Champion and challenger</h2>"):]

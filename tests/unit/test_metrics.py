@@ -8,10 +8,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from riskmon.models.events import CATEGORY
+from riskmon.models.portfolio import Revealed
 from riskmon.models.simulate import simulate
+from riskmon.models.stability import Stability
 from riskmon.streams.metrics import Metrics
 from riskmon.streams.checkpoint import SHARD_KEY_PREFIX
-from riskmon.streams.processor import StreamProcessor
+from riskmon.streams.processor import Options, StreamProcessor
 
 from .test_processor import LATER, P, run_stream
 
@@ -35,7 +37,7 @@ def test_metrics_count_what_the_processor_did() -> None:
          "amount": 1, "currency": "CNY", "channel": "app"})]}
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    ports, proc = run_stream(events, 3, extra=bad, metrics=metrics)
+    ports, proc = run_stream(events, 3, extra=bad, metrics=metrics, portfolio=True)  # one model for the portfolio
     for rnd_p in range(P):  # the host marks rounds durable; run_stream's host does not, so mark one per partition
         proc.shards[rnd_p].checkpoint.saved_at = 1.0
     metrics.watch(proc, lag=lambda: [("riskmon.transactions", 0, 7)], owned=lambda: P)
@@ -67,18 +69,26 @@ def test_metrics_count_what_the_processor_did() -> None:
     # One score per account event applied (policy updates are not scored).
     assert total(m["riskmon_score_count"]) == len(events)
     assert total(m["riskmon_event_time_lag_seconds_count"]) == len(events) + 1  # the ghost payment decoded fine
+    # Outcomes revealed: what the portfolio's trainer learned, and what waits for its epoch to close.
     outcomes = total(m["riskmon_outcomes_total"])
-    assert outcomes == sum(sh.monitor.outcomes_seen for sh in proc.shards.values()) > 0
+    assert ports.trainer is not None
+    trained = ports.trainer.portfolio
+    waiting = sum(len(r.outcomes) for r in trained.pending if isinstance(r, Revealed))
+    assert outcomes == trained.outcomes_seen + waiting and trained.outcomes_seen > 0
     assert total(m["riskmon_outcomes_total"], outcome="default") > 0
     assert {r[0]["partition"] for r in m["riskmon_model_version"]} == {str(p) for p in range(P)}
     assert all(0.0 <= v <= 1.0 for _, v in m["riskmon_model_auc"])
-    assert sorted((r[0]["partition"], v) for r in m["riskmon_model_handed_over"] for v in [r[1]]) == sorted(
-        (str(p), float(sh.monitor.model.handed_over)) for p, sh in proc.shards.items())
+    # Every partition shows the portfolio's model as its trainer last published it.
+    published = ports.book.latest() if ports.book is not None else None
+    assert published is not None
+    assert {r[1] for r in m["riskmon_model_handed_over"]} == {float(published.model.handed_over)}
+    assert {r[1] for r in m["riskmon_model_version"]} == {float(published.version)} and published.version > 0
     assert m["riskmon_consumer_lag"] == [({"topic": "riskmon.transactions", "partition": "0"}, 7.0)]
-    # Population stability per partition, as the shard's own histograms give it: the score and every feature.
+    # Population stability per partition: the statements the shard scored against those the portfolio's model
+    # learned from (as last published); the score and every feature.
     psi = {(r[0]["partition"], r[0]["feature"]): r[1] for r in m["riskmon_psi"]}
     for p, sh in proc.shards.items():
-        expected = sh.monitor.stability.psi(sh.monitor.spec.names)
+        expected = Stability.merged([sh.monitor.stability, published.stability], sh.monitor.spec.names)
         assert len(expected) == len(sh.monitor.spec.names) + 1, "300 accounts over 120 days fill both windows"
         assert {f: psi[(str(p), f)] for f in expected} == expected
     assert all(v >= 0.0 for v in psi.values())
@@ -89,7 +99,7 @@ def test_metrics_count_what_the_processor_did() -> None:
     assert not labels & (accounts | {"GHOST"})
 
     # A restarted worker counts the same accounts by state from the snapshots alone.
-    proc2 = StreamProcessor(ports, metrics=Metrics(registry2 := CollectorRegistry()))
+    proc2 = StreamProcessor(ports, Options(portfolio=True), metrics=Metrics(registry2 := CollectorRegistry()))
     proc2.metrics.watch(proc2)  # type: ignore[union-attr]
     for p in range(P):
         assert ports.get(SHARD_KEY_PREFIX + str(p).encode()) is not None
@@ -103,7 +113,7 @@ def test_processing_latency_is_observed_when_a_round_is_saved() -> None:
     metrics = Metrics(registry)
     ports, proc = run_stream(events, 1, metrics=metrics)
     assert total(samples(registry).get("riskmon_processing_seconds_count", [])) == 0
-    proc2 = StreamProcessor(ports.__class__(), metrics=metrics)
+    proc2 = StreamProcessor(ports.__class__(), Options(portfolio=False), metrics=metrics)  # one partition alone
     offsets: Counter[str] = Counter()  # each topic's own offsets, in order
     for i, e in enumerate(events[:50]):
         cat = CATEGORY[e["type"]]

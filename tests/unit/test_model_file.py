@@ -40,12 +40,13 @@ def test_the_trained_model_is_the_one_a_single_partition_learns_and_its_record_s
         logs: tuple[pathlib.Path, pathlib.Path, pathlib.Path]) -> None:
     history, _, path = logs
     model, info = load_model(path, default_spec().names)
-    # Replayed in one partition, the monitor learns exactly this model: same bytes.
+    # Replayed in one partition, the monitor learns exactly this model: same bytes (with one model for the
+    # portfolio, once its trainer has learned the outcomes of the log's last days too: Engine.finish).
     with open(history, "rb") as f:
         log = sorted(read_log(f, ReplaySummary(), None), key=lambda e: e[0])
     engine = Engine(1)
     outcomes = [(ev.ts, o.default) for _, ev in log for r in engine.process(ev) for o in r.outcomes]
-    blob = pickle.dumps(engine.monitors[0].model, protocol=pickle.HIGHEST_PROTOCOL)
+    blob = pickle.dumps(engine.finish(), protocol=pickle.HIGHEST_PROTOCOL)
     assert info.sha256 == hashlib.sha256(blob).hexdigest() and info.version == f"warm-{info.sha256[:12]}"
     assert (info.outcomes, info.defaults) == (len(outcomes), sum(d for _, d in outcomes)) and info.defaults > 0
     assert (info.first_ts, info.last_ts) == (outcomes[0][0], outcomes[-1][0])
@@ -125,9 +126,11 @@ def test_the_cli_trains_replays_from_the_model_and_refuses_a_bad_one(
 def test_the_learner_is_chosen_by_flag_or_setting_and_a_model_file_keeps_its_own(
         logs: tuple[pathlib.Path, pathlib.Path, pathlib.Path], tmp_path: pathlib.Path,
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    history, later, _ = logs
+    _, later, _ = logs
     by_flag, by_setting, default = (tmp_path / f"{n}.jsonl" for n in ("flag", "setting", "default"))
-    # One partition: enough outcomes for a learned model to take over from the scorecard, so the learner shows.
+    # One partition and 600 accounts: enough outcomes for a learned model to take over from the scorecard
+    # (it must rank better at the 5% level), so the learner shows.
+    history = _write(tmp_path / "history.jsonl", simulate(600, 150, seed=5)[0])
     one = ["--partitions", "1", "--quiet"]
     assert main(["replay", str(history), "--learner", "batch", "--out", str(by_flag), *one]) == 0
     monkeypatch.setenv("RISKMON_LEARNER", "batch")

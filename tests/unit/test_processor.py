@@ -1,6 +1,7 @@
 """The stream processor reproduces replay whatever the interleaving of its input topics."""
 from __future__ import annotations
 
+import copy
 import io
 import pathlib
 import random
@@ -13,21 +14,58 @@ from riskmon.models.codec import dumps
 from riskmon.models.events import CATEGORY
 from riskmon.models.partitioning import partition_for
 from riskmon.models.simulate import simulate
+from riskmon.models.portfolio import Portfolio
 from riskmon.streams.checkpoint import Round
 from riskmon.streams.processor import Options, StreamProcessor
 from riskmon.streams.replay import replay
+from riskmon.streams.trainer import ModelBook, Training
 
 P = 4
 
 
 class MemoryPorts:
-    """The host's side in memory: a table, two output lists, acks."""
+    """The host's side in memory: a table, two output lists, acks; and, for one model for the portfolio, the
+    training topic and a trainer that publishes into the processor's book as the real one does (streams.trainer)."""
 
     def __init__(self) -> None:
         self.table: dict[bytes, bytes] = {}
         self.decisions: list[bytes] = []
         self.dead: list[tuple[bytes, dict[str, bytes]]] = []
         self.acked: list[Any] = []
+        self.training_log: list[bytes] = []
+        self.trainer: Training | None = None
+        self.book: ModelBook | None = None
+        self.control: list[bytes] = []  # the control topic, which the trainer reads for model commands
+        self.read = 0
+        self.model_log: list[bytes] = []  # the model topic
+
+    def attach(self, proc: StreamProcessor, control: list[bytes]) -> None:
+        """Train for ``proc``'s book, as a worker's trainer would (nothing if each partition learns its own).
+
+        A processor started on ports that trained before (a restart) reads the model records published so
+        far into its book, as a worker reads the model topic, and the trainer resumes from the last one."""
+        if proc.book is None or proc.book is self.book:
+            return
+        for record in self.model_log:
+            proc.book.add(record)
+        o = proc.options
+        start = Portfolio(None if o.model is None else copy.deepcopy(o.model), o.spec, o.model_base)
+        self.book, self.control = proc.book, list(control)
+        self.trainer = Training(proc.book, P, start)
+        self.read = self.trainer.offset
+
+    def train(self) -> None:
+        if self.trainer is None or self.book is None:
+            return
+        for off in range(self.read, len(self.training_log)):
+            self.trainer.take(off, self.training_log[off])
+        self.read = len(self.training_log)
+        until = self.trainer.publishable()
+        if until is not None:
+            control, self.control = self.control, []
+            for record in self.trainer.learn(until, list(control), self.read):
+                self.model_log.append(record)
+                self.book.add(record)
 
     def get(self, key: bytes) -> bytes | None:
         return self.table.get(key)
@@ -38,7 +76,9 @@ class MemoryPorts:
 
     def _write(self, rnd: Round) -> None:
         self.max_snapshot = max(getattr(self, "max_snapshot", 0), max((len(v) for _, v in rnd.snapshot), default=0))
-        self.rounds = getattr(self, "rounds", 0) + 1
+        # (a round that only tells the portfolio's trainer a partition is idle is no round of events: not counted)
+        idle_report = rnd.training and not (rnd.received or rnd.snapshot or rnd.decisions or rnd.dead or rnd.acks)
+        self.rounds = getattr(self, "rounds", 0) + (not idle_report)
         self.sealed = getattr(self, "sealed", 0) + bool(rnd.snapshot)
         self.decisions += [v for _, v in rnd.decisions]
         self.dead += [(v, dict(h)) for _, v, h in rnd.dead]
@@ -46,6 +86,8 @@ class MemoryPorts:
         self.before_last = {k: self.table.get(k) for k, _ in rnd.states}
         self.table.update(rnd.states)
         self.acked += rnd.acks
+        self.training_log += rnd.training
+        self.train()
 
     def lose_last_states(self) -> None:
         """A crash after the last round's snapshot was durable but before its account writes were."""
@@ -78,6 +120,7 @@ def run_stream(events: list[dict], seed: int, extra: dict[tuple[str, int], list[
     metrics = kwargs.pop("metrics", None)
     proc = StreamProcessor(ports, Options(**kwargs), metrics=metrics)
     topics = _topics(events)
+    ports.attach(proc, topics.get(("control", 0), []))
     for k, v in (extra or {}).items():
         topics.setdefault(k, []).extend(v)
     pos = {k: 0 for k in topics}
@@ -92,9 +135,19 @@ def run_stream(events: list[dict], seed: int, extra: dict[tuple[str, int], list[
         pos[k] = min(pos[k] + n, len(topics[k]))
         live = [k for k in topics if pos[k] < len(topics[k])]
         ports.write(proc.release(p, lambda c, p=p: pos.get((c, p), 0) >= len(topics.get((c, p), []))))
-    for p in range(P):
-        ports.write(proc.release(p, lambda c: True, now=LATER))
+    drain(proc, ports)
     return ports, proc
+
+
+def drain(proc: StreamProcessor, ports: MemoryPorts) -> None:
+    """Everything delivered: release what every partition holds, over and over while one's progress (its
+    watermark to the trainer) lets another go on."""
+    for i in range(1000):
+        for p in range(P):  # a clock far ahead, every wait for event-time order or idleness over
+            ports.write(proc.release(p, lambda c: True, now=1e9 + i / 1000))
+        if not proc.held():
+            return
+    raise AssertionError(f"{proc.held()} events still held: the trainer never published the model they wait for")
 
 
 def test_processor_matches_replay_whatever_the_interleaving(tmp_path: pathlib.Path) -> None:
@@ -111,11 +164,21 @@ def test_processor_matches_replay_whatever_the_interleaving(tmp_path: pathlib.Pa
         ports, proc = run_stream(events, seed)
         assert sorted(ports.decisions) == want
         assert proc.held() == 0 and len(ports.acked) == proc.counts["received"]
+    # One model for the portfolio: the partitions wait for the versions a trainer publishes from their outcomes
+    # and watermarks (the harness's, streams.trainer's logic), and give replay's decisions with the same model.
+    expected = io.BytesIO()
+    replay(log, expected, partitions=P, portfolio=True)
+    want = sorted(expected.getvalue().splitlines())
+    ports, proc = run_stream(events, 3, portfolio=True)
+    assert sorted(ports.decisions) == want and ports.model_log
+    assert any(orjson.loads(d)["model_version"] not in ("m.v0",) for d in want)
+    assert proc.held() == 0 and len(ports.acked) == proc.counts["received"]
 
 
 def _feed(proc: StreamProcessor, ports: MemoryPorts, topics: dict[tuple[str, int], list[bytes]],
           stop_after_rounds: int | None = None) -> int:
     """Deliver every record, topic-partitions taking turns; return the rounds written."""
+    ports.attach(proc, topics.get(("control", 0), []))
     feed = sorted(((k, off) for k in topics for off in range(len(topics[k]))), key=lambda f: (f[1], f[0]))
     last = {k: len(v) - 1 for k, v in topics.items()}
     delivered: dict[tuple[str, int], int] = {}
@@ -123,28 +186,33 @@ def _feed(proc: StreamProcessor, ports: MemoryPorts, topics: dict[tuple[str, int
     for n, ((cat, p), off) in enumerate(feed):
         proc.ingest(cat, cat, p, off, None, topics[(cat, p)][off], ((cat, p), off))
         delivered[(cat, p)] = off
-        # A clock of 10 ms per record delivered, so that snapshots due by time fall at known points.
-        for rnd in proc.release(p, lambda c, p=p: delivered.get((c, p), -1) >= last.get((c, p), -1), now=n * 0.01):
-            ports.write([rnd])
-            rounds += 1
-            if rounds == stop_after_rounds:
-                return rounds
-    for p in range(P):
-        ports.write(proc.release(p, lambda c: True, now=LATER))
+        # A clock of 10 ms per record delivered, so that snapshots due by time fall at known points. Partitions
+        # waiting for a model version the trainer may have published since are released too, as a worker does.
+        published = len(ports.model_log)
+        for q in [p] + [q for q, sh in sorted(proc.shards.items()) if q != p and sh.blocked is not None]:
+            if q != p and len(ports.model_log) == published:
+                continue
+            for rnd in proc.release(q, lambda c, q=q: delivered.get((c, q), -1) >= last.get((c, q), -1), now=n * 0.01):
+                ports.write([rnd])
+                rounds += 1
+                if rounds == stop_after_rounds:
+                    return rounds
+    drain(proc, ports)
     return rounds
 
 
-@pytest.mark.parametrize("snapshot_every_s", [0.0, 0.5])
-def test_a_restart_from_any_round_skips_what_was_applied_and_redoes_the_rest(snapshot_every_s: float) -> None:
+@pytest.mark.parametrize("snapshot_every_s,portfolio", [(0.0, False), (0.5, False), (0.0, True)])
+def test_a_restart_from_any_round_skips_what_was_applied_and_redoes_the_rest(snapshot_every_s: float, portfolio: bool) -> None:
     """Crash after any round: a new processor on the saved table, fed everything again from offset 0
     (an old commit), loses nothing and changes nothing; with snapshots every 0.5 s too, where the
-    rounds in between only deliver decisions."""
+    rounds in between only deliver decisions; and with one model for the portfolio, whose trainer restarts
+    too, from the model records published (the harness's model topic)."""
     events, _ = simulate(80, 50, seed=8)
     topics = _topics(events)
     clean = MemoryPorts()
     # _feed's clock is 10 ms a record, which the processor's wall-clock wait for quiet topics does not
     # follow: without it, rounds fall where the records let them (what this test needs), not in one heap at the end.
-    opts = Options(snapshot_every_s=snapshot_every_s, quiet_s=0)
+    opts = Options(snapshot_every_s=snapshot_every_s, quiet_s=0, portfolio=portfolio)
     total = _feed(StreamProcessor(clean, opts), clean, topics)
     assert total > 20
     if snapshot_every_s:
@@ -183,7 +251,7 @@ def test_bad_records_are_dead_lettered_with_their_bytes_and_the_rest_flows() -> 
 def test_a_burst_of_new_accounts_is_split_into_records_kafka_accepts() -> None:
     """1,000 accounts opening at once in one batch once made a 1.66 MB snapshot record and crashed the producer."""
     ports = MemoryPorts()
-    proc = StreamProcessor(ports)
+    proc = StreamProcessor(ports, Options(portfolio=False))  # one partition alone: no trainer to wait for
     for i in range(4000):
         raw = dumps({"type": "account_opened", "event_id": f"o{i}", "account_id": f"B{i:05d}",
                      "ts": "2025-01-01T00:00:00Z", "limit": 1000, "currency": "CNY"})
@@ -221,6 +289,7 @@ def test_offsets_without_records_between_them_count_as_done() -> None:
     topics = _topics(events)
     ports = MemoryPorts()
     proc = StreamProcessor(ports)
+    ports.attach(proc, topics.get(("control", 0), []))
     last = {k: 3 * (len(v) - 1) for k, v in topics.items()}  # record i sits at offset 3i: two markers after each
     feed = sorted(((k, i) for k in topics for i in range(len(topics[k]))), key=lambda f: (f[1], f[0]))
     delivered: dict[tuple[str, int], int] = {}
@@ -233,8 +302,7 @@ def test_offsets_without_records_between_them_count_as_done() -> None:
             assert not proc.take_seeks()
         delivered[(cat, p)] = 3 * i
         ports.write(proc.release(p, lambda c, p=p: delivered.get((c, p), -1) >= last.get((c, p), -1)))
-    for p in range(P):
-        ports.write(proc.release(p, lambda c: True, now=LATER))
+    drain(proc, ports)
     clean = MemoryPorts()
     _feed(StreamProcessor(clean), clean, topics)
     assert sorted(ports.decisions) == sorted(clean.decisions) and ports.decisions

@@ -66,11 +66,21 @@ def test_a_shard_keeps_its_stability_through_both_kinds_of_snapshot(tmp_path: pa
     events, _ = simulate(200, 120, seed=4)
     log = tmp_path / "ev.jsonl"
     log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
-    summary = replay(log, io.BytesIO(), partitions=1)
+    # With one model for the portfolio: the shards' scored statements against what its trainer learned from.
+    summary = replay(log, io.BytesIO(), partitions=2, portfolio=True)
+    engine = Engine(2, portfolio=True)
+    ordered = sorted((decode(dumps(e)) for e in events), key=lambda e: event_order(e.ts, e.type, 0))
+    for e in ordered:
+        engine.process(e)
+    assert engine.portfolio is not None and summary.psi and "score" in summary.psi
+    parts = [m.stability for m in engine.monitors] + [engine.portfolio.stability]
+    assert Stability.merged(parts, engine.monitors[0].spec.names) == summary.psi
+    # A shard that learns its own model keeps both populations: the one replay ended with, rebuilt from the log,
+    # then saved whole and saved as the stream saves it.
+    summary = replay(log, io.BytesIO(), partitions=1, portfolio=False)
     assert summary.psi and "score" in summary.psi
-    # The shard replay ended with, rebuilt from the log, then saved whole and saved as the stream saves it.
-    engine = Engine(1)
-    for e in sorted((decode(dumps(e)) for e in events), key=lambda e: event_order(e.ts, e.type, 0)):
+    engine = Engine(1, portfolio=False)
+    for e in ordered:
         engine.process(e)
     m = engine.monitors[0]
     names = m.spec.names
