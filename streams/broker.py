@@ -7,6 +7,7 @@ them across restarts; the broker-restart fault test runs it that way.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -36,6 +37,27 @@ def tansu_binary() -> Path:
 
 
 def free_port() -> int:
+    """A loopback port free now, picked below the kernel's ephemeral range.
+
+    Not port 0: that draws from the range the kernel also takes outgoing connections' source
+    ports from, and a worker's web port picked so was once taken by a connection to the broker
+    in the second before the restarted worker bound it ("address already in use", the worker
+    exited). Below the range only another listener can take it, and the draw is random.
+    """
+    low = 32768
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    rng = random.SystemRandom()
+    for _ in range(100 if low - 4096 > 1024 else 0):
+        port = rng.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

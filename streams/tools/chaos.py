@@ -268,7 +268,7 @@ def s3_storage(tmp: Path) -> tuple[str, dict[str, str], subprocess.Popen[bytes]]
 
 def run_chaos(schedule: list[Fault], seed: int | None = None, workers: int = 2, accounts: int = 1500, days: int = 60,
               rate: float | None = 1500.0, store: str = "memory://", partitions: int = 4, drain_s: float = 120.0,
-              out: IO[str] = sys.stdout, keep: bool = False) -> ChaosResult:
+              out: IO[str] = sys.stdout, keep: bool = False, portfolio: bool = False) -> ChaosResult:
     """Feed, fault, drain, compare (see the module's docstring). ``drain_s``: how long the group has, after the
     feed and the last fault, to deliver what is missing. ``rate=None``: the whole log is on the broker before
     the workers start (the faults then land while they work through it), which leaves out what a live feed
@@ -278,12 +278,12 @@ def run_chaos(schedule: list[Fault], seed: int | None = None, workers: int = 2, 
     log = tmp / "events.jsonl"
     log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
     buf = io.BytesIO()
-    replay(log, buf, partitions=partitions)
+    replay(log, buf, partitions=partitions, portfolio=portfolio)  # (portfolio: one model for all, as the workers)
     expected = {orjson.loads(line)["decision_id"]: line for line in buf.getvalue().splitlines()}
     result = ChaosResult(seed, schedule, len(events), len(expected))
     fed = "on the broker before they start" if rate is None else f"fed at {rate:g}/s"
     print(f"chaos: {len(events):,} events for {accounts:,} accounts, {len(expected):,} decisions from replay; "
-          f"{workers} workers ({store}), {fed}; faults (seconds after they start): "
+          f"{workers} workers ({store}{', one model for the portfolio' if portfolio else ''}), {fed}; faults (seconds after they start): "
           f"{', '.join(map(str, schedule)) or 'none'}; "
           f"files in {tmp}", file=out, flush=True)
     moto = None
@@ -293,7 +293,8 @@ def run_chaos(schedule: list[Fault], seed: int | None = None, workers: int = 2, 
     broker_log = open(tmp / "tansu.log", "ab")
     broker = EmbeddedBroker(log=broker_log, storage=storage, env=env).start()
     settings = Settings(broker_url=broker.url, broker_kind="tansu", partitions=partitions, topic_prefix="chaos",
-                        app_id="riskmon-chaos", datadir=tmp / "data", session_timeout_s=6.0, store=store)
+                        app_id="riskmon-chaos", datadir=tmp / "data", session_timeout_s=6.0, store=store,
+                        model_scope="portfolio" if portfolio else "partition")
     asyncio.run(create_topics(settings, broker.url))
     group = _Group(settings, tmp)
     reader = _Reader(broker.url, settings.topic_decisions)
@@ -397,7 +398,7 @@ def _seeds(text: str) -> Iterator[int]:
     yield from range(int(a), int(b) + 1) if b else [int(a)]
 
 
-def main_chaos(args: Any) -> int:
+def main_chaos(args: Any, portfolio: bool = False) -> int:
     """The CLI: one run per seed (or the given schedule), a summary table, exit 1 if any run failed."""
     kinds = tuple(args.kinds.split(","))
     bad = [k for k in kinds if k not in KINDS]
@@ -412,7 +413,7 @@ def main_chaos(args: Any) -> int:
             schedule = draw_schedule(seed, random.Random(seed).randint(1, args.faults) if args.vary else args.faults,
                                      kinds)
         runs.append(run_chaos(schedule, seed, args.workers, args.accounts, args.days, args.rate or None, args.store,
-                              drain_s=args.drain))
+                              drain_s=args.drain, portfolio=portfolio))
     if len(runs) > 1:
         rec = [r.recovery_s for r in runs if r.recovery_s is not None]
         print(f"chaos: {len(runs)} runs, {sum(r.ok for r in runs)} OK; faults {sum(len(r.schedule) for r in runs)}; "
