@@ -397,13 +397,7 @@ class Worker:
 
     async def follow_models(self) -> None:
         """Read the model topic as the trainer publishes versions, and apply what waited for them."""
-        while True:
-            try:
-                await self.models.start()
-                break
-            except ConnectionError as exc:
-                log.error("model topic %s not readable, nothing is scored until it is: %s", self.models.topic, exc)
-                await asyncio.sleep(1.0)
+        await _start_retrying(self.models, "model topic %s not readable, nothing is scored until it is: %s")
         records = self.models.records
         added = 0
         try:
@@ -462,13 +456,7 @@ class Worker:
 
         Until it is read, no partition applies anything (an unread control topic may hold a policy
         update that governs the next event), so a broker that refuses it is retried, loudly."""
-        while True:
-            try:
-                await self.control.start()
-                break
-            except ConnectionError as exc:
-                log.error("control topic %s not readable, nothing is applied until it is: %s", self.control.topic, exc)
-                await asyncio.sleep(1.0)
+        await _start_retrying(self.control, "control topic %s not readable, nothing is applied until it is: %s")
         try:
             while True:
                 if await self.control.poll():
@@ -509,6 +497,18 @@ class Worker:
             self.drop(set(self.proc.shards) - mine)
             self.owned.clear()
             self.owned.update(mine)
+
+
+async def _start_retrying(feed: Any, message: str) -> None:
+    """Start a feed that reads a topic whole (control, models), retrying every second, loudly, while the
+    broker refuses it (``message`` takes the topic and the error)."""
+    while True:
+        try:
+            await feed.start()
+            return
+        except ConnectionError as exc:
+            log.error(message, feed.topic, exc)
+            await asyncio.sleep(1.0)
 
 
 def build_app(settings: Settings, bootstrap: str, on_decision: Callable[[dict[str, Any]], None] | None = None) -> tuple[faust.App, StreamProcessor]:
