@@ -3,6 +3,10 @@
 By default Tansu keeps records in memory, so every start is a fresh, empty
 broker. With an ``s3://`` storage engine (and its endpoint in ``env``) it keeps
 them across restarts; the broker-restart fault test runs it that way.
+
+With a certificate and key, or a users file, clients connect through
+:mod:`riskmon.streams.gate` (TLS, SASL/SCRAM), which passes their bytes to Tansu
+on a loopback port of its own: Tansu 0.6.0 cannot do either itself.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -72,46 +77,73 @@ class EmbeddedBroker:
     """
 
     def __init__(self, port: int | None = None, log: IO[bytes] | None = None, storage: str = "memory://tansu/",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cert: Path | None = None, key: Path | None = None,
+                 users: Path | None = None) -> None:
+        if (cert is None) != (key is None):
+            raise BrokerError("TLS needs both a certificate and its key")
         self.port = port or free_port()
         self.log = log
         self.storage = storage
         self.env = env
+        self.cert, self.key, self.users = cert, key, users
+        self.gated = cert is not None or users is not None
+        self.tansu_port = free_port() if self.gated else self.port  # behind the gate, Tansu has a port of its own
         self.proc: subprocess.Popen[bytes] | None = None
+        self.gate: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def security_protocol(self) -> str:
+        """What clients set RISKMON_SECURITY_PROTOCOL to."""
+        return {(False, False): "PLAINTEXT", (True, False): "SSL", (False, True): "SASL_PLAINTEXT",
+                (True, True): "SASL_SSL"}[(self.cert is not None, self.users is not None)]
+
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
-        listener = f"tcp://127.0.0.1:{self.port}"
+        out = dict(stdout=self.log or subprocess.DEVNULL, stderr=subprocess.STDOUT if self.log else subprocess.DEVNULL)
+        # Clients are told (metadata) to connect to the advertised address: the gate's, when there is one.
         self.proc = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
-             "--storage-engine", self.storage],
-            stdout=self.log or subprocess.DEVNULL, stderr=subprocess.STDOUT if self.log else subprocess.DEVNULL,
-            start_new_session=True, env=None if self.env is None else dict(os.environ) | self.env,
-        )
+            [str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{self.tansu_port}",
+             "--advertised-listener-url", f"tcp://127.0.0.1:{self.port}", "--storage-engine", self.storage],
+            start_new_session=True, env=None if self.env is None else dict(os.environ) | self.env, **out)  # type: ignore[call-overload]
+        self._wait(self.proc, self.tansu_port, "the embedded broker", timeout_s)
+        if self.gated:
+            args = [sys.executable, "-m", "riskmon.streams.gate", "--port", str(self.port), "--upstream", str(self.tansu_port)]
+            if self.cert is not None and self.key is not None:
+                args += ["--cert", str(self.cert), "--key", str(self.key)]
+            if self.users is not None:
+                args += ["--users", str(self.users)]
+            self.gate = subprocess.Popen(args, start_new_session=True, **out)  # type: ignore[call-overload]
+            self._wait(self.gate, self.port, "the embedded broker's TLS/SASL gate", timeout_s)
+        return self
+
+    def _wait(self, proc: subprocess.Popen[bytes], port: int, what: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BrokerError(f"the embedded broker exited at start with code {self.proc.returncode}")
+            if proc.poll() is not None:
+                self.stop()
+                raise BrokerError(f"{what} exited at start with code {proc.returncode}"
+                                  + ("; see its log" if self.log else ""))
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"the embedded broker did not listen on {self.url} within {timeout_s:.0f} s")
+        raise BrokerError(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        for proc in (self.gate, self.proc):
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -287,8 +287,53 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _bootstrap(settings: "Settings") -> str:
     if not settings.broker_url:
-        raise ValueError("RISKMON_BROKER_URL is not set (the embedded broker lives only as long as `riskmon run`)")
+        raise ValueError("RISKMON_BROKER_URL is not set (the embedded broker lives only as long as `riskmon run`, "
+                         "or `riskmon broker`)")
     return settings.broker_url
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    import signal as signals
+    import time
+
+    from riskmon.streams.broker import BrokerError, EmbeddedBroker
+    from riskmon.streams.gate import read_users
+
+    if (args.cert is None) != (args.key is None):
+        raise ValueError("--cert and --key go together")
+    for flag, path in (("--cert", args.cert), ("--key", args.key), ("--users", args.users)):
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"{flag} {path}: no such file")
+    if args.users:
+        read_users(Path(args.users))  # a bad file is refused here, before anything starts
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signals.signal(signals.SIGTERM, stop)
+    broker = EmbeddedBroker(port=args.port, log=sys.stderr.buffer, cert=Path(args.cert) if args.cert else None,
+                            key=Path(args.key) if args.key else None, users=Path(args.users) if args.users else None)
+    try:
+        broker.start()
+    except BrokerError as exc:
+        print(f"riskmon: {exc}", file=sys.stderr)
+        return 1
+    env = f"RISKMON_BROKER_URL={broker.url} RISKMON_SECURITY_PROTOCOL={broker.security_protocol}"
+    if args.users:
+        env += " RISKMON_SASL_MECHANISM=SCRAM-SHA-512 RISKMON_SASL_USERNAME=... RISKMON_SASL_PASSWORD=..."
+    if args.cert:
+        env += " RISKMON_SSL_CAFILE=<the CA that signed the certificate>"
+    print(f"riskmon: broker ready on {broker.url} ({broker.security_protocol}); clients take\n  {env}\n"
+          "Ctrl-C stops it, and its records with it (memory storage).", file=sys.stderr, flush=True)
+    try:
+        while broker.proc is not None and broker.proc.poll() is None and (broker.gate is None or broker.gate.poll() is None):
+            time.sleep(0.5)
+        print("riskmon: the broker exited; see its output above", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        broker.stop()
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
@@ -618,6 +663,14 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--rate", type=_positive_float, help="events per second to feed (default: as fast as possible)")
     u.add_argument("--idle", type=_positive_float, help="stop after this many seconds without a decision (default: never)")
     u.set_defaults(func=_cmd_run)
+
+    bk = sub.add_parser("broker", help="the embedded broker alone, for workers and clients started elsewhere "
+                                       "(optionally with TLS and SASL/SCRAM logins)")
+    bk.add_argument("--port", type=_positive_int, help="default: a free one")
+    bk.add_argument("--cert", help="PEM certificate: clients connect over TLS (with --key)")
+    bk.add_argument("--key", help="PEM private key of --cert")
+    bk.add_argument("--users", help="file of name:password lines: clients log in with SASL SCRAM-SHA-256 or -512")
+    bk.set_defaults(func=_cmd_broker)
 
     c = sub.add_parser("topics", help="create the monitor's topics on RISKMON_BROKER_URL (idempotent) and exit")
     c.set_defaults(func=_cmd_topics)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -35,8 +36,11 @@ def client_config(settings: Settings) -> dict[str, Any]:
 async def start_client(client: Any, settings: Settings, bootstrap: str, timeout_s: float = 20.0) -> None:
     """Start an aiokafka client; a broker it cannot reach is a ConnectionError that says where and how.
 
-    The message names the protocol, mechanism and user, never the password.
+    The message names the protocol, mechanism and user, never the password, and why the broker could
+    not be used when aiokafka said so (a refused login, an untrusted certificate).
     """
+    why = _Why()
+    logging.getLogger("aiokafka").addHandler(why)  # aiokafka.client logs as "aiokafka"
     try:
         await asyncio.wait_for(client.start(), timeout_s)
     except (KafkaError, asyncio.TimeoutError, OSError) as exc:
@@ -45,9 +49,38 @@ async def start_client(client: Any, settings: Settings, bootstrap: str, timeout_
         security = settings.security_protocol + (f" {settings.sasl_mechanism} as {settings.sasl_username!r}"
                                                  if settings.security_protocol.startswith("SASL") else "")
         raise ConnectionError(
-            f"cannot reach Kafka at {bootstrap} over {security}: {_error_text(exc)}. "
+            f"cannot reach Kafka at {bootstrap} over {security}: {why.text() or _error_text(exc)}. "
             "Check RISKMON_BROKER_URL, RISKMON_SECURITY_PROTOCOL and the SASL/SSL settings"
         ) from None
+    finally:
+        logging.getLogger("aiokafka").removeHandler(why)
+
+
+class _Why(logging.Handler):
+    """aiokafka logs why each connection it tried failed, and raises only "Unable to bootstrap": keep the why.
+
+    >>> w = _Why(); w.emit(logging.makeLogRecord({"msg": 'Unable connect to "h:1": %s', "args": ("[Error 58] SaslAuthenticationFailed: bad",)}))
+    >>> w.text()
+    'the broker refused the login (wrong user name or password): [Error 58] SaslAuthenticationFailed: bad'
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Unable connect to"):
+            self.last = message.split(": ", 1)[-1][:240]
+
+    def text(self) -> str | None:
+        if self.last is None:
+            return None
+        if "SaslAuthenticationFailed" in self.last:
+            return f"the broker refused the login (wrong user name or password): {self.last}"
+        if "CERTIFICATE_VERIFY_FAILED" in self.last:
+            return f"the broker's certificate is not trusted (RISKMON_SSL_CAFILE names the CA to trust): {self.last}"
+        return self.last
 
 
 async def create_topics(settings: Settings, bootstrap: str, timeout_s: float = 20.0) -> list[str]:
