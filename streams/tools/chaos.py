@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import random
 import signal
@@ -300,6 +301,7 @@ def run_chaos(schedule: list[Fault], seed: int | None = None, workers: int = 2, 
     reader = _Reader(broker.url, settings.topic_decisions)
     rng = random.Random(seed)
     feed_error: list[BaseException] = []
+    restore_logging = _clients_log(tmp / "clients.log")
 
     def feed() -> None:
         try:
@@ -363,6 +365,7 @@ def run_chaos(schedule: list[Fault], seed: int | None = None, workers: int = 2, 
                 p.kill()
         broker.stop()
         broker_log.close()
+        restore_logging()
         if moto is not None:
             moto.terminate()
             moto.wait(10)
@@ -393,6 +396,22 @@ def run_chaos(schedule: list[Fault], seed: int | None = None, workers: int = 2, 
     return result
 
 
+def _clients_log(path: Path) -> Any:
+    """The harness's own feed and reader log every failed connection while the broker is down (several a
+    second): to a file beside the workers' logs, not the console. Returns what puts things back."""
+    logger = logging.getLogger("aiokafka")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.propagate = True
+        handler.close()
+    return restore
+
+
 def _seeds(text: str) -> Iterator[int]:
     a, _, b = text.partition("..")
     yield from range(int(a), int(b) + 1) if b else [int(a)]
@@ -400,6 +419,10 @@ def _seeds(text: str) -> Iterator[int]:
 
 def main_chaos(args: Any, portfolio: bool = False) -> int:
     """The CLI: one run per seed (or the given schedule), a summary table, exit 1 if any run failed."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # the run's finally stops its workers, broker and moto: nothing is left running
+
+    signal.signal(signal.SIGTERM, interrupt)
     kinds = tuple(args.kinds.split(","))
     bad = [k for k in kinds if k not in KINDS]
     if bad:
