@@ -281,6 +281,20 @@ class Worker:
                 out.append((topic, p, max(hw - low, 0)))
         return out
 
+    def positions(self, partition: int) -> str:
+        """Where each topic of ``partition`` stands against what the broker holds: what a stall waits for."""
+        out = []
+        for category, topic in self.topics.items():
+            if category == "control":
+                hw = self.control.highwater()
+                where = f"read to {self.control.position}" if self.control.reading else "not being read"
+                out.append(f"control {where}, next {self._control_next(partition)}, end {hw}")
+                continue
+            tp = TP(topic, partition)
+            out.append(f"{category} next {self.proc.next_offset(partition, category)}, committed "
+                       f"{faust_internals.committed_offset(self.app, tp)}, end {self.app.consumer.highwater(tp)}")
+        return "; ".join(out)
+
     def caught_up(self, partition: int) -> Callable[[str], bool]:
         """Whether a topic of ``partition`` has delivered everything the broker holds now."""
 
@@ -368,8 +382,8 @@ class Worker:
         for p, n, seconds in stalled:
             sh = self.proc.shards.get(p)
             log.warning("partition %d is stalled: %d input records wait and nothing has been applied for %.0f s "
-                        "(%d events held for event-time order); see the RiskmonPartitionStalled runbook",
-                        p, n, seconds, len(sh.hold) if sh is not None else 0)
+                        "(%d events held for event-time order; %s); see the RiskmonPartitionStalled runbook",
+                        p, n, seconds, len(sh.hold) if sh is not None else 0, self.positions(p))
         for p, seconds in moved:
             log.warning("partition %d moves again after %.0f s stalled", p, seconds)
 

@@ -29,13 +29,14 @@ class ProduceSummary:
 
 async def produce(path: str | Path, settings: Settings, bootstrap: str, report: IO[str] | None = None,
                   include_bad: bool = False, rate: float | None = None,
-                  on_sent: Callable[[int], None] | None = None) -> ProduceSummary:
+                  on_sent: Callable[[int], None] | None = None, linger_ms: int = 5) -> ProduceSummary:
     """Send every good line to its category's topic, once (control events too: every worker reads them).
 
     Lines the codec refuses are reported and skipped, or with ``include_bad``
     sent as they are to the transactions topic, for the worker to dead-letter.
     ``rate`` paces sending (events per second) to imitate a live feed. ``on_sent(n)`` hears
-    how many were sent so far, every 5,000 and at the end (a progress line).
+    how many were sent so far, every 5,000 and at the end (a progress line). ``linger_ms``: how long
+    the producer gathers a partition's records into one batch.
     """
     summary = ProduceSummary()
     good: list[tuple[tuple[int, int, int], str, str, bytes]] = []
@@ -57,7 +58,7 @@ async def produce(path: str | Path, settings: Settings, bootstrap: str, report: 
             good.append((event_order(ev.ts, ev.type, n), CATEGORY[ev.type], ev.account_id, raw))
     good.sort(key=lambda g: g[0])
     topics = settings.input_topics
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024,
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms, max_batch_size=256 * 1024,
                                 acks="all", **client_config(settings))
     await start_client(producer, settings, bootstrap)
     try:
