@@ -295,6 +295,12 @@ class Worker:
                        f"{faust_internals.committed_offset(self.app, tp)}, end {self.app.consumer.highwater(tp)}")
         return "; ".join(out)
 
+    def _positions_or_why(self, partition: int) -> str:
+        try:
+            return self.positions(partition)
+        except Exception as exc:  # noqa: BLE001 - the stall must be said whatever the consumer's state
+            return f"positions unknown: {exc!r}"
+
     def caught_up(self, partition: int) -> Callable[[str], bool]:
         """Whether a topic of ``partition`` has delivered everything the broker holds now."""
 
@@ -383,7 +389,7 @@ class Worker:
             sh = self.proc.shards.get(p)
             log.warning("partition %d is stalled: %d input records wait and nothing has been applied for %.0f s "
                         "(%d events held for event-time order; %s); see the RiskmonPartitionStalled runbook",
-                        p, n, seconds, len(sh.hold) if sh is not None else 0, self.positions(p))
+                        p, n, seconds, len(sh.hold) if sh is not None else 0, self._positions_or_why(p))
         for p, seconds in moved:
             log.warning("partition %d moves again after %.0f s stalled", p, seconds)
 
