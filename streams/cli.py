@@ -776,7 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--faults", type=_positive_int, default=4, help="faults per run (at most, with --vary)")
     c.add_argument("--vary", action="store_true", help="draw each run's number of faults, 1..--faults")
     c.add_argument("--kinds", default="kill,pause", help="fault kinds to draw from: kill, pause, add, remove, broker "
-                                                       "(broker keeps Tansu's records in S3 served by moto)")
+                                                       "(broker keeps Tansu's records in S3 served by moto, which "
+                                                       "slows as they grow: keep its feed small, see the README)")
     c.add_argument("--schedule", help="these faults instead of drawn ones: kill@5,pause@9:3,... (seconds after the feed "
                                       "starts[:duration]), or none (the feed alone)")
     c.add_argument("--workers", type=_positive_int, default=2)
