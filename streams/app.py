@@ -51,6 +51,7 @@ PRODUCER_BUFFER_MESSAGES = 20_000
 # How often events held for event-time order are looked at when no record arrives to wake them.
 HOLD_WAKE_S = 0.2
 STALL_CHECK_S = 1.0  # how often owned partitions are checked for a stall (streams/stall.py)
+SILENT_S = 5.0  # an input partition with records on the broker and none delivered this long is fetched again
 # How long a rebalance waits for the snapshots this worker sent to be confirmed before it lets its
 # partitions go (see Worker.let_go); past it, the records they cover stay unacked and are redone.
 SETTLE_S = 5.0
@@ -249,6 +250,8 @@ class Worker:
         self.lock = asyncio.Lock()
         self.owned: set[int] = set()  # input partitions this worker holds now
         self.stall = StallWatch(settings.stall_s)
+        self._delivered_at: dict[tuple[int, str], float] = {}  # (partition, topic category): its last record's arrival
+        self._restarted: dict[tuple[int, str], int] = {}  # the offset each silent input was last fetched again from
         metrics.watch(self.proc, self.lag, lambda: len(self.owned), lambda: (self.stall.stalled_seconds(), self.stall.limit_s))
         app.agent(inputs, name="riskmon.monitor")(self.monitor)
         app.task(self.release_held_every)
@@ -291,8 +294,10 @@ class Worker:
                 out.append(f"control {where}, next {self._control_next(partition)}, end {hw}")
                 continue
             tp = TP(topic, partition)
+            not_fetched = faust_internals.fetch_state(self.app, tp)
             out.append(f"{category} next {self.proc.next_offset(partition, category)}, committed "
-                       f"{faust_internals.committed_offset(self.app, tp)}, end {self.app.consumer.highwater(tp)}")
+                       f"{faust_internals.committed_offset(self.app, tp)}, end {self.app.consumer.highwater(tp)}"
+                       + (f" (not fetched: {not_fetched})" if not_fetched else ""))
         return "; ".join(out)
 
     def _positions_or_why(self, partition: int) -> str:
@@ -340,6 +345,7 @@ class Worker:
         """Ingest a batch, then release and make durable what it frees."""
         async with self.lock:
             touched = set()
+            now = time.monotonic()
             for ev in events:
                 m = ev.message
                 if m.partition not in self.owned:
@@ -351,6 +357,7 @@ class Worker:
                 self.proc.ingest(self.category_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value, ev,
                                  m.headers)
                 touched.add(m.partition)
+                self._delivered_at[(m.partition, self.category_of[m.topic])] = now
             for topic, p, offset in self.proc.take_seeks():
                 try:
                     await faust_internals.seek_back(self.app, TP(topic, p), offset)
@@ -377,6 +384,45 @@ class Worker:
         while True:
             await asyncio.sleep(STALL_CHECK_S)
             self.check_stalls(time.monotonic())
+            await self.restart_silent_inputs(time.monotonic())
+
+    async def restart_silent_inputs(self, now: float) -> None:
+        """Fetch again an owned input partition that the broker holds records of past the next one this life
+        needs, when none of them has come for SILENT_S.
+
+        The consumer's position and Faust's "already read" mark can move past records that were never
+        delivered (seen under repeated kills: a partition's lifecycle topic stuck at 239 of 247 for a
+        minute while its other topics' 8,441 events waited for it, then lost). A record that comes after a
+        hole is caught when it arrives (``Checkpoint.seen``); this catches the hole nothing arrives after.
+        Fetching again from the next offset needed costs one seek and is a no-op where nothing was lost."""
+        for p in sorted(self.owned):
+            for category, topic in self.topics.items():
+                if category == "control":
+                    continue
+                tp = TP(topic, p)
+                end = self.app.consumer.highwater(tp)
+                need = max(self.proc.next_offset(p, category), faust_internals.committed_offset(self.app, tp))
+                key = (p, category)
+                if end is None or end <= need:
+                    self._delivered_at[key] = now  # nothing is missing: the clock starts when something is
+                    continue
+                if now - self._delivered_at.setdefault(key, now) < SILENT_S:
+                    continue
+                try:
+                    resumed = faust_internals.resume_fetching(self.app, tp)
+                except Exception as exc:  # noqa: BLE001 - the consumer is between states
+                    resumed = f"could not resume: {exc!r}"
+                if self._restarted.get(key) != need:
+                    log.warning("partition %d: %s offsets %d..%d are on the broker and none came for %.0f s: "
+                                "fetching again from %d%s", p, category, need, end - 1, now - self._delivered_at[key],
+                                need, f" (it was not fetched: {resumed})" if resumed else "")
+                self._restarted[key] = need
+                self._delivered_at[key] = now
+                self.proc.counts["silent_refetch"] += 1
+                try:
+                    await faust_internals.seek_back(self.app, tp, need)
+                except Exception as exc:  # noqa: BLE001 - taken away meanwhile, or the consumer is between states
+                    log.debug("could not fetch %s[%d] again from %d: %r", topic, p, need, exc)
 
     def check_stalls(self, now: float) -> None:
         """Say, once, when an owned partition has had input waiting and nothing applied for RISKMON_STALL_S."""

@@ -366,6 +366,37 @@ async def seek_back(app: faust.App, tp: Any, offset: int) -> None:
     await app.consumer.seek_wait({tp: offset})
 
 
+def fetch_state(app: faust.App, tp: Any) -> str:
+    """Why Faust's consumer is not fetching ``tp`` now ("" if it is): paused (for a rebalance or table
+    recovery), its stream's buffer full (the conductor's pressure), or not among the active partitions."""
+    c = app.consumer
+    why = [w for w, s in (("paused", c._paused_partitions), ("buffer full", c._buffered_partitions)) if tp in s]
+    active = c._active_partitions
+    if not why and active is not None and tp not in active:
+        why.append("not active")
+    return ", ".join(why)
+
+
+def resume_fetching(app: faust.App, tp: Any) -> str:
+    """Let Faust's consumer fetch ``tp`` again if it stopped and nothing is under way that should hold it
+    (a rebalance, table recovery); what was undone ("" if nothing).
+
+    A partition taken out of fetching when its stream's buffer filled is put back only by a callback
+    the buffer's queue runs as it drains; a pause is lifted by the end of table recovery. If either is
+    lost, nothing fetches the partition again. A buffer that is still full takes it out again."""
+    if app.in_recovery or not app.flow_control.is_active():
+        return ""
+    c = app.consumer
+    undone = []
+    if tp in c._buffered_partitions:
+        c.on_buffer_drop(tp)
+        undone.append("buffer full")
+    if tp in c._paused_partitions:
+        c.resume_partitions([tp])
+        undone.append("paused")
+    return ", ".join(undone)
+
+
 # -- 4. small reads and settings ----------------------------------------------
 def committed_offset(app: faust.App, tp: Any) -> int:
     """The offset the group last committed for ``tp`` as this consumer knows it (0 if none)."""

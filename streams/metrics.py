@@ -60,6 +60,8 @@ COUNTS = {
                    "applied them and the broker no longer delivers them"),
     "refetched": ("riskmon_records_refetched", "Records dropped unacked because records before them were never delivered "
                   "(the consumer moved past them); their partition is fetched again from the first one missing"),
+    "silent_refetch": ("riskmon_silent_input_refetches", "Input partitions fetched again because the broker held "
+                       "records past the next one needed and none came for 5 s"),
     "rerouted": ("riskmon_records_rerouted", "Records on a partition that does not own their account (a producer with another "
                  "partitioner), sent on to the one that does through the repartition topic"),
     "not_owned": ("riskmon_records_not_owned", "Records fetched for a partition a rebalance took away: left unacked for its new owner"),
