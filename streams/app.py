@@ -384,7 +384,9 @@ class Worker:
         while True:
             await asyncio.sleep(STALL_CHECK_S)
             self.check_stalls(time.monotonic())
-            await self.restart_silent_inputs(time.monotonic())
+            if not self.lock.locked():  # never wait for it here: a round can hold it as long as a stall lasts
+                async with self.lock:  # as apply seeks: no record is taken between reading an offset and the seek
+                    await self.restart_silent_inputs(time.monotonic())
 
     async def restart_silent_inputs(self, now: float) -> None:
         """Fetch again an owned input partition that the broker holds records of past the next one this life
