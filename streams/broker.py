@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO
 
-__all__ = ["EmbeddedBroker", "BrokerError", "tansu_binary", "free_port"]
+__all__ = ["EmbeddedBroker", "BrokerError", "tansu_binary", "free_port", "stop_process"]
 
 
 class BrokerError(RuntimeError):
@@ -66,6 +66,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` is still there after ``timeout_s`` (nothing if it has exited)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class EmbeddedBroker:
@@ -136,14 +147,8 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         for proc in (self.gate, self.proc):
-            if proc is None or proc.poll() is not None:
-                continue
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if proc is not None:
+                stop_process(proc, timeout_s)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

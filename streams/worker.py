@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .broker import EmbeddedBroker, free_port
+from .broker import EmbeddedBroker, free_port, stop_process
 from .render import counted
 from .settings import Settings
 from .topics import create_topics
@@ -72,16 +72,6 @@ def start_worker_process(settings: Settings, log: IO[bytes] | None = None, logle
     return subprocess.Popen([sys.executable, "-m", "riskmon.streams.cli", "worker", "--loglevel", loglevel], env=env,
                             start_new_session=True, stdout=log or subprocess.DEVNULL,
                             stderr=subprocess.STDOUT if log else None)
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def check_web_port(settings: Settings) -> None:
