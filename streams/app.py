@@ -250,8 +250,9 @@ class Worker:
         self.lock = asyncio.Lock()
         self.owned: set[int] = set()  # input partitions this worker holds now
         self.stall = StallWatch(settings.stall_s)
-        self._delivered_at: dict[tuple[int, str], float] = {}  # (partition, topic category): its last record's arrival
-        self._restarted: dict[tuple[int, str], int] = {}  # the offset each silent input was last fetched again from
+        # (partition, topic category) -> (the next offset it needs, since when it has stood there, said so):
+        # each input partition with records on the broker past that offset (restart_silent_inputs)
+        self._waiting: dict[tuple[int, str], tuple[int, float, bool]] = {}
         metrics.watch(self.proc, self.lag, lambda: len(self.owned), lambda: (self.stall.stalled_seconds(), self.stall.limit_s))
         app.agent(inputs, name="riskmon.monitor")(self.monitor)
         app.task(self.release_held_every)
@@ -345,7 +346,6 @@ class Worker:
         """Ingest a batch, then release and make durable what it frees."""
         async with self.lock:
             touched = set()
-            now = time.monotonic()
             for ev in events:
                 m = ev.message
                 if m.partition not in self.owned:
@@ -357,7 +357,6 @@ class Worker:
                 self.proc.ingest(self.category_of[m.topic], m.topic, m.partition, m.offset, m.key, m.value, ev,
                                  m.headers)
                 touched.add(m.partition)
-                self._delivered_at[(m.partition, self.category_of[m.topic])] = now
             for topic, p, offset in self.proc.take_seeks():
                 try:
                     await faust_internals.seek_back(self.app, TP(topic, p), offset)
@@ -406,20 +405,24 @@ class Worker:
                 need = max(self.proc.next_offset(p, category), faust_internals.committed_offset(self.app, tp))
                 key = (p, category)
                 if end is None or end <= need:
-                    self._delivered_at[key] = now  # nothing is missing: the clock starts when something is
+                    self._waiting.pop(key, None)  # nothing is missing
                     continue
-                if now - self._delivered_at.setdefault(key, now) < SILENT_S:
+                waiting = self._waiting.get(key)
+                if waiting is None or waiting[0] != need:  # a record came (or the partition just fell behind)
+                    self._waiting[key] = (need, now, False)
+                    continue
+                _, since, said = waiting
+                if now - since < SILENT_S:
                     continue
                 try:
                     resumed = faust_internals.resume_fetching(self.app, tp)
                 except Exception as exc:  # noqa: BLE001 - the consumer is between states
                     resumed = f"could not resume: {exc!r}"
-                if self._restarted.get(key) != need:
+                if not said:
                     log.warning("partition %d: %s offsets %d..%d are on the broker and none came for %.0f s: "
-                                "fetching again from %d%s", p, category, need, end - 1, now - self._delivered_at[key],
+                                "fetching again from %d%s", p, category, need, end - 1, now - since,
                                 need, f" (it was not fetched: {resumed})" if resumed else "")
-                self._restarted[key] = need
-                self._delivered_at[key] = now
+                self._waiting[key] = (need, now, True)
                 self.proc.counts["silent_refetch"] += 1
                 try:
                     await faust_internals.seek_back(self.app, tp, need)

@@ -19,7 +19,7 @@ def fake_worker(ends: dict[str, int], nexts: dict[str, int], committed: dict[str
     consumer = SimpleNamespace(highwater=lambda tp: ends.get(by_topic[tp.topic]))
     proc = SimpleNamespace(next_offset=lambda p, c: nexts.get(c, 0), counts=Counter())
     w = SimpleNamespace(owned={1}, topics=topics, app=SimpleNamespace(consumer=consumer, committed=committed, by_topic=by_topic),
-                        proc=proc, _delivered_at={}, _restarted={})
+                        proc=proc, _waiting={})
     return w
 
 
@@ -62,7 +62,9 @@ def test_an_input_that_delivers_or_is_caught_up_is_left_alone(monkeypatch: pytes
     monkeypatch.setattr(app_module.faust_internals, "committed_offset", lambda app, tp: 0)
     monkeypatch.setattr(app_module.faust_internals, "resume_fetching", lambda app, tp: seeks.append(tp) or "")
     w = fake_worker(ends={"lifecycle": 247, "transactions": 500}, nexts={"lifecycle": 100, "transactions": 500}, committed={})
+    nexts = {"lifecycle": 100}
+    w.proc.next_offset = lambda p, c: nexts.get(c, 500)
     for t in range(0, 30):
-        w._delivered_at[(1, "lifecycle")] = float(t)  # a record every second: far behind, but moving
+        nexts["lifecycle"] += 1  # a record every second: far behind, but moving
         asyncio.run(Worker.restart_silent_inputs(w, float(t) + 0.5))
     assert seeks == []
