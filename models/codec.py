@@ -31,6 +31,7 @@ from .events import (
     CURRENCIES,
     EVENT_TYPES,
     MODEL_COMMANDS,
+    SHADOW_COMMANDS,
     REVIEW_OUTCOMES,
     TRANSACTION_TYPES,
     Review,
@@ -259,10 +260,18 @@ def _limit_changed(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Ev
 
 def _policy_update(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:
     version = _text(o, "policy_version")
+    shadow = o.get("shadow", "")
+    if "shadow" in o and shadow not in SHADOW_COMMANDS:
+        raise Rejected(RejectReason.WRONG_TYPE, f"field 'shadow' must be {', '.join(repr(c) for c in SHADOW_COMMANDS)}")
+    # A promotion or a drop names the candidate it acts on by its version, and changes no threshold.
+    if shadow in ("promote", "drop"):
+        if "thresholds" in o:
+            raise Rejected(RejectReason.WRONG_TYPE, f"a shadow {shadow} changes no threshold: leave out 'thresholds'")
+        return PolicyUpdate(t, eid, ts, version, {}, shadow=shadow)
     thresholds = _req(o, "thresholds")
     if not isinstance(thresholds, dict):
         raise Rejected(RejectReason.WRONG_TYPE, "field 'thresholds' must be an object")
-    return PolicyUpdate(t, eid, ts, version, thresholds)
+    return PolicyUpdate(t, eid, ts, version, thresholds, shadow=shadow)
 
 
 def _breaker_command(o: dict[str, Any], t: str, eid: str, aid: str, ts: int) -> Event:

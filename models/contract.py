@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .events import CASH_FLOW_KINDS, CURRENCIES, MODEL_COMMANDS, REVIEW_OUTCOMES
+from .events import CASH_FLOW_KINDS, CURRENCIES, MODEL_COMMANDS, REVIEW_OUTCOMES, SHADOW_COMMANDS
 from .vocabulary import ACTIONS, GUARDABLE, LEARNERS, STATUSES
 
 __all__ = ["SCHEMAS", "schema_enums", "write_schemas"]
@@ -28,6 +28,7 @@ def schema_enums(folder: Path = SCHEMAS) -> dict[str, dict[str, list[str]]]:
         "breaker_command.json": {"action": list(GUARDABLE)},
         "review.json": {"outcome": list(REVIEW_OUTCOMES), "state": list(STATUSES)},
         "model_command.json": {"command": list(MODEL_COMMANDS), "learner": list(LEARNERS)},
+        "policy_update.json": {"shadow": list(SHADOW_COMMANDS)},
     }
     for type_, kinds in CASH_FLOW_KINDS.items():
         out.setdefault(f"{type_}.json", {})["kind"] = list(kinds)

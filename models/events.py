@@ -34,6 +34,7 @@ __all__ = [
     "BreakerCommand",
     "ModelCommand",
     "MODEL_COMMANDS",
+    "SHADOW_COMMANDS",
     "ControlEvent",
     "Event",
     "AccountEvent",
@@ -52,6 +53,8 @@ LIFECYCLE_TYPES = ("account_opened", "limit_changed", "review")
 # What a reviewer may decide on one account: put it back to normal, set it at a state, or confirm where it is.
 REVIEW_OUTCOMES = ("reinstate", "hold", "confirm")
 CONTROL_TYPES = ("policy_update", "breaker_command", "model_command")
+# What a shadow policy command does: judge a candidate beside the live policy, put it in force, or drop it.
+SHADOW_COMMANDS = ("install", "promote", "drop")
 # What a model command does: start a challenger learning and scoring in shadow, put it in force, or drop it.
 MODEL_COMMANDS = ("challenge", "promote", "drop")
 EVENT_TYPES = TRANSACTION_TYPES + CASH_FLOW_TYPES + REPAYMENT_TYPES + LIFECYCLE_TYPES + CONTROL_TYPES
@@ -210,7 +213,9 @@ class LimitChanged:
 @quick_init
 @dataclass(frozen=True, slots=True)
 class PolicyUpdate:
-    """New policy thresholds, in force from ``ts`` (event time) on."""
+    """New policy thresholds, in force from ``ts`` (event time) on; or, with ``shadow``, a candidate policy
+    judged beside the one in force without acting (``install``), put in force (``promote``) or dropped
+    (``drop``): see :mod:`riskmon.models.shadow`."""
 
     type: str
     event_id: str
@@ -218,6 +223,7 @@ class PolicyUpdate:
     policy_version: str
     thresholds: dict[str, Any]
     account_id: str = "control"
+    shadow: str = ""  # "" (a live update) or one of SHADOW_COMMANDS
 
 
 @quick_init

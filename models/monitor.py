@@ -22,6 +22,7 @@ from .events import AccountEvent, BreakerCommand, Event, InstalmentDue, ModelCom
 from .featurespec import FeatureSpec, default_spec
 from .policy import Policy, default_policy
 from .portfolio import CHALLENGE_WINDOW, learn_outcome, model_command
+from .shadow import ShadowTimeline, live_before, shadow_step
 from .quality import ScoreQuality, roc_auc
 from .risk_model import RiskModel
 from .stability import Stability
@@ -85,6 +86,9 @@ class Monitor:
         # (effective event time, policy), sorted; the first is in force from the start.
         self._policies: list[tuple[int, Policy]] = [(_BEFORE_ANY_TIME, policy or default_policy())]
         self._policy_events: set[str] = set()  # control events applied (policy updates and breaker commands)
+        self.shadows = ShadowTimeline()  # candidate policies judged beside the live one (riskmon.models.shadow)
+        # Of the lines the candidate in shadow has judged: how many are in each (live state, shadow state).
+        self.shadow_states: Counter[tuple[str, str]] = Counter()
         self.status: Counter[str] = Counter()  # the shard's accounts by early-warning state
         self.open_accounts = 0  # of them, those not closed (the breaker's share rule reads it)
         self._ctx: tuple[tuple[Any, ...], Context] | None = None  # the last Context, and what it was built from
@@ -146,10 +150,19 @@ class Monitor:
         return self._policies[max(i, 0)][1]
 
     def control(self, event: PolicyUpdate) -> Policy | None:
-        """Put a policy update in force from its event time; None if already applied."""
+        """Put a policy update in force from its event time; None if already applied, or for a candidate put in
+        shadow or dropped (see :mod:`riskmon.models.shadow`; a promoted one is put in force)."""
         if event.event_id in self._policy_events:
             return None
-        policy = self.policy_at(event.ts).updated(event.thresholds, event.policy_version)
+        if event.shadow:
+            promoted = self.shadows.command(event, self.policy_at(event.ts))
+            self._policy_events.add(event.event_id)
+            self.shadow_states.clear()  # the lines a new candidate judges are counted afresh
+            if promoted is None:
+                return None
+            policy = promoted
+        else:
+            policy = self.policy_at(event.ts).updated(event.thresholds, event.policy_version)
         self._policy_events.add(event.event_id)
         keys = [p[0] for p in self._policies]
         self._policies.insert(bisect.bisect_right(keys, event.ts), (event.ts, policy))
@@ -242,9 +255,21 @@ class Monitor:
         # What the shard's counts read of the state before the step (which may change it in place if owned).
         before = state if state is None or not owned else {"status": state["status"], "line": state.get("line", 1),
                                                             "hold": state.get("hold")}
+        shadow = self.shadows.at(event.ts) if self.shadows.entries else None
+        live = live_before(state) if shadow is not None else None
         result = step(state, event, ctx, owned)
         if not result.duplicate:
             self._count(before, result.state)
+            if shadow is not None and result.scored:
+                candidate = shadow[0]
+                decided, was, now = shadow_step(result.state, event, candidate, shadow[1], live, ctx.model,
+                                                ctx.model_version, self.model.n_learned >= candidate.score.min_labels,
+                                                self.spec)
+                if was is not None:
+                    self.shadow_states[was] -= 1
+                self.shadow_states[now] += 1
+                if decided:
+                    result.shadow = decided
             if result.scored and isinstance(event, InstalmentDue):
                 s = result.state
                 self.stability.scored(s["score"], s["inst"][-1][I_X])
@@ -282,7 +307,8 @@ class Monitor:
             "bad_dpd": self.bad_dpd, "status": dict(self.status), "breaker": self.breaker.state(),
             "held": self.held, "spec": self.spec, "model_base": self.model_base,
             "challenger": self.challenger, "challenger_since": self.challenger_since, "challenge": self.challenge,
-            "portfolio_version": self.portfolio_version,
+            "portfolio_version": self.portfolio_version, "shadows": self.shadows.entries,
+            "shadow_states": dict(self.shadow_states),
         }
 
     @classmethod
@@ -317,6 +343,8 @@ class Monitor:
         m.challenger_since = snap.get("challenger_since")
         m.challenge = snap.get("challenge", m.challenge)
         m.portfolio_version = snap.get("portfolio_version")
+        m.shadows = ShadowTimeline(snap.get("shadows", []))
+        m.shadow_states = Counter(snap.get("shadow_states", {}))
         return m
 
 

@@ -102,6 +102,9 @@ class AccountState(TypedDict):
     # instalment is bad_dpd days late, so a good one is held until then too, and the model learns each
     # statement cohort whole rather than its good half a month early.
     pend: NotRequired[list[list[Any]]]
+    # While a candidate policy is in shadow (riskmon.models.shadow): the state it would have the line in,
+    # which nothing live reads.
+    sh: NotRequired[list[Any]]
 
 
 def new_state(account_id: str, currency: str, opened_ts: int, limit: int, spec: FeatureSpec | None = None,

@@ -93,6 +93,7 @@ class StepResult:
     state: AccountState
     decisions: list[Decision] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    shadow: list[Decision] | None = None  # what a candidate policy in shadow would decide (riskmon.models.shadow)
     duplicate: bool = False
     model_ready: bool = False
     scored: bool = False

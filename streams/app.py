@@ -58,8 +58,10 @@ SETTLE_S = 5.0
 
 
 class FaustPorts:
-    def __init__(self, app: Any, table: Any, decisions: Any, deadletter: Any, repartition: Any, training: Any = None) -> None:
+    def __init__(self, app: Any, table: Any, decisions: Any, deadletter: Any, repartition: Any, training: Any = None,
+                 shadow: Any = None) -> None:
         self.app, self.table, self.decisions, self.deadletter = app, table, decisions, deadletter
+        self.shadow = shadow  # the shadow decisions topic (a candidate policy's; riskmon.models.shadow)
         self.repartition = repartition
         self.training = training  # the portfolio trainer's input (streams.trainer); None: a model per partition
         self._epoch: dict[int, int] = {}  # partition -> revocations seen
@@ -71,6 +73,7 @@ class FaustPorts:
     async def write(self, rnd: Round) -> None:
         """Make a round durable in the order the processor's recovery relies on; the caller then calls ``proc.saved``."""
         sent = [await self.decisions.send(key=aid.encode(), value=value) for aid, value in rnd.decisions]
+        sent += [await self.shadow.send(key=aid.encode(), value=value) for aid, value in rnd.shadow]
         sent += [await self.deadletter.send(key=key, value=value, headers=headers) for key, value, headers in rnd.dead]
         sent += [await self.repartition.send(key=key, value=value, headers=headers, partition=owner)
                  for owner, key, value, headers in rnd.forwards]
@@ -215,11 +218,12 @@ class Worker:
         self.control = ControlFeed(settings, bootstrap)
         repartition = app.topic(settings.topic_repartition, partitions=settings.partitions, **raw)
         decisions = app.topic(settings.topic_decisions, partitions=settings.partitions, **raw)
+        shadow = app.topic(settings.topic_shadow_decisions, partitions=settings.partitions, **raw)
         deadletter = app.topic(settings.topic_deadletter, partitions=settings.partitions, **raw)
         table = app.Table("accounts", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes)
         self.portfolio = settings.model_scope == "portfolio"
         training = app.topic(settings.topic_training, partitions=1, **raw) if self.portfolio else None
-        self.ports = FaustPorts(app, table, decisions, deadletter, repartition, training)
+        self.ports = FaustPorts(app, table, decisions, deadletter, repartition, training, shadow)
         # /metrics on the worker's web port: riskmon's metrics and Faust's sensors, one registry.
         registry = CollectorRegistry()
         setup_prometheus_sensors(app, registry=registry, name_prefix="riskmon_faust")

@@ -132,6 +132,7 @@ class Round:
     partition: int
     anchor: Any  # a handle from this partition (the host writes the table in its context)
     decisions: list[tuple[str, bytes]] = field(default_factory=list)
+    shadow: list[tuple[str, bytes]] = field(default_factory=list)  # a candidate policy's would-be decisions
     dead: list[DeadLetter] = field(default_factory=list)
     forwards: list[Forward] = field(default_factory=list)
     states: list[tuple[bytes, bytes]] = field(default_factory=list)

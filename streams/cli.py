@@ -214,6 +214,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     _check_log(args.events)
     _writable(args.report, "--report")
+    _writable(args.shadow_out, "--shadow-out")
     policy, spec = _judging(args)
     model, model_base = _model(args, spec)
     truth = load_truth(args.truth) if args.truth else None
@@ -222,6 +223,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     out: IO[bytes] = open(args.out, "wb") if args.out else sys.stdout.buffer
     if args.text:
         out = _TextOut(out)
+    shadow_out = open(args.shadow_out, "wb") if args.shadow_out else None
     collector = None
     if args.report:
         from riskmon.streams.tools.report import ReportCollector
@@ -232,8 +234,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             args.events, out, partitions=_partitions(args), policy=policy, truth=truth, report=report,  # type: ignore[arg-type]
             progress=sys.stderr.isatty() and not args.quiet, checkpoint_every=args.checkpoint_every, bad_dpd=args.bad_dpd,
             collector=collector, spec=spec, model=model, model_base=model_base, portfolio=_portfolio(args),
+            shadow_out=shadow_out,
         )
     finally:
+        if shadow_out is not None:
+            shadow_out.close()
         if args.out:
             out.close()
         else:
@@ -475,7 +480,8 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
     settings = _settings()
     counts = asyncio.run(tail(settings, _bootstrap(settings), sys.stdout, as_json=args.json,
-                              from_beginning=not args.latest, max_count=args.max, idle_s=args.idle, group=args.group))
+                              from_beginning=not args.latest, max_count=args.max, idle_s=args.idle, group=args.group,
+                              shadow=args.shadow))
     skipped = f"; {counted(counts['skipped'], 'record')} that were not decisions" if counts["skipped"] else ""
     print(f"tail: {counted(counts['decisions'], 'decision')} "
           f"({counted(counts['repeats'], 'repeated delivery', 'repeated deliveries')} not shown{skipped})", file=sys.stderr)
@@ -542,9 +548,22 @@ def _cmd_policy(args: argparse.Namespace) -> int:
     from riskmon.models.policy_diff import policy_diff
     from riskmon.streams.policy_push import policy_in_force, push_policy, running_states, update_event
 
-    new = load_policy(args.new)
     now = int(time.time() * 1000)
     at = args.at or format_ts(now)
+    if args.action in ("shadow", "promote", "drop"):
+        # A candidate in shadow acts on nobody; promoting one is a policy update (the breaker guards what it closes).
+        candidate: Policy | str = load_policy(args.new) if args.action == "shadow" else args.new
+        name = candidate if isinstance(candidate, str) else candidate.version
+        command = "install" if args.action == "shadow" else args.action
+        event = update_event(candidate, args.event_id or _event_id(f"policy-{command}-{now}-{name}"), at, shadow=command)
+        settings = _settings()
+        asyncio.run(push_policy(settings, _bootstrap(settings), event))
+        what = {"install": "judged in shadow, its decisions on " + settings.topic_shadow_decisions,
+                "promote": "promoted: in force", "drop": "dropped"}[command]
+        print(f"policy: {name} {what} from {event['ts']} (sent to {settings.input_topics['control']} as {event['event_id']})",
+              file=sys.stderr)
+        return 0
+    new = load_policy(args.new)
     if args.action == "diff" and args.log:
         from riskmon.models.engine import Engine
         from riskmon.streams.replay import ReplaySummary, apply_log
@@ -639,6 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="run an event log through the core and write decisions")
     r.add_argument("events", help="JSONL event log")
     r.add_argument("--out", help="decisions file (default: stdout)")
+    r.add_argument("--shadow-out", help="write what a candidate policy in shadow would decide here (policy_update "
+                                        "events with 'shadow' in the log install, promote and drop it)")
     _judging_args(r)
     r.add_argument("--truth", help="truth file from simulate: print how decisions match it (never seen by the core)")
     r.add_argument("--rejects", help="write every rejected line's reason here")
@@ -732,10 +753,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--html", help="also write the comparison as an HTML page here")
     t.set_defaults(func=_cmd_backtest)
 
-    y = sub.add_parser("policy", help="preview a policy update on the accounts as they stand, or push it to the workers")
-    y.add_argument("action", choices=["diff", "push"], help="diff: what it would do at once; push: send it (refused if "
-                                                            "it would close more lines than the breaker allows)")
-    y.add_argument("new", help="the new policy TOML")
+    y = sub.add_parser("policy", help="preview a policy update on the accounts as they stand, push it to the workers, "
+                                      "or judge it in shadow first")
+    y.add_argument("action", choices=["diff", "push", "shadow", "promote", "drop"],
+                   help="diff: what it would do at once; push: send it (refused if it would close more lines than the "
+                        "breaker allows); shadow: judge it beside the live policy, acting on nobody (its decisions on "
+                        "PREFIX.shadow-decisions); promote, drop: put the candidate in shadow in force, or discard it")
+    y.add_argument("new", help="the new policy TOML (diff, push, shadow), or the candidate's version (promote, drop)")
     y.add_argument("--log", help="diff: judge on the accounts of this log replayed (default: the running deployment's, "
                                  "from RISKMON_BROKER_URL)")
     _judging_args(y)
@@ -797,6 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max", type=_positive_int, help="stop after this many decisions")
     t.add_argument("--idle", type=_positive_float, help="stop after this many seconds without one")
     t.add_argument("--group", help="consumer group (commits its position)")
+    t.add_argument("--shadow", action="store_true", help="what a candidate policy in shadow would decide (PREFIX.shadow-decisions)")
     t.set_defaults(func=_cmd_tail)
     return p
 

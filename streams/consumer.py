@@ -47,12 +47,15 @@ class DecisionStream:
     ``group``: a consumer group, whose committed position the stream resumes from and advances
     (None: no group, nothing committed). ``from_beginning``: where a group with no position, or no
     group, starts. ``idle_s``: stop after this long without a record (None: never). ``remember``:
-    decision ids kept to spot repeats.
+    decision ids kept to spot repeats. ``shadow``: read what a candidate policy in shadow would decide instead
+    (``PREFIX.shadow-decisions``).
     """
 
     def __init__(self, bootstrap: str, settings: Settings | None = None, group: str | None = None,
-                 from_beginning: bool = True, idle_s: float | None = None, remember: int = 1_000_000) -> None:
+                 from_beginning: bool = True, idle_s: float | None = None, remember: int = 1_000_000,
+                 shadow: bool = False) -> None:
         self.settings = settings or Settings()
+        self.topic = self.settings.topic_shadow_decisions if shadow else self.settings.topic_decisions
         self.bootstrap, self.group, self.idle_s, self.remember = bootstrap, group, idle_s, remember
         self.from_beginning = from_beginning
         self.repeats = 0  # decisions delivered again and passed over
@@ -66,7 +69,7 @@ class DecisionStream:
 
     async def __aenter__(self) -> DecisionStream:
         self._consumer = AIOKafkaConsumer(
-            self.settings.topic_decisions, bootstrap_servers=self.bootstrap, group_id=self.group,
+            self.topic, bootstrap_servers=self.bootstrap, group_id=self.group,
             auto_offset_reset="earliest" if self.from_beginning else "latest", enable_auto_commit=False,
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.settings.heartbeat_s * 1000), **client_config(self.settings),

@@ -113,6 +113,9 @@ class Metrics(Collector):
                        ["topic", "reason"], proc.rejected)
         yield _counter("riskmon_decisions", "Decisions emitted, by action and deciding (first) reason code",
                        ["action", "reason"], proc.decisions)
+        yield _counter("riskmon_shadow_decisions", "What a candidate policy in shadow would have decided (written to "
+                       "PREFIX.shadow-decisions, acted on by none), by its version and action",
+                       ["version", "action"], proc.shadow_decisions)
         yield _counter("riskmon_outcomes", "Outcomes learned, by the score band given at the statement and outcome",
                        ["band", "outcome"], proc.outcomes)
         yield _counter("riskmon_outcome_scores", "Sum of the scores graded by outcomes, by score band (for calibration)",
@@ -147,6 +150,11 @@ class Metrics(Collector):
                                       labels=["partition", "model"])
         compared = GaugeMetricFamily("riskmon_challenge_outcomes", "Outcomes champion and challenger are compared on",
                                      labels=["partition"])
+        shadow = GaugeMetricFamily("riskmon_shadow_accounts", "While a candidate policy is in shadow: the lines it has judged, "
+                                   "by their live state and the state the candidate would have them in",
+                                   labels=["partition", "live", "shadow"])
+        differ = GaugeMetricFamily("riskmon_shadow_differs", "While a candidate policy is in shadow: the lines it would have "
+                                   "in another state than the live policy has them", labels=["partition"])
         held = GaugeMetricFamily("riskmon_decisions_held", "Accounts whose move the breaker holds for review", labels=["partition", "action"])
         now = time.time()
         # With one model for the portfolio, what learns is its trainer (as its last published record left it):
@@ -174,11 +182,16 @@ class Metrics(Collector):
             policy.add_metric([label, sh.monitor.policy_at(sh.applied_ts).version], 1)
             if sh.saved_at:
                 age.add_metric([label], now - sh.saved_at)
+            if sh.monitor.shadows.at(sh.applied_ts) is not None:
+                for (live, would), n in sorted(sh.monitor.shadow_states.items()):
+                    if n:
+                        shadow.add_metric([label, live, would], n)
+                differ.add_metric([label], sum(n for (live, would), n in sh.monitor.shadow_states.items() if live != would))
             trips = sh.monitor.breaker_tripped()
             for action in GUARDABLE:
                 tripped.add_metric([label, action], 1 if action in trips else 0)
                 held.add_metric([label, action], len(sh.monitor.held.get(action, ())))
-        yield from (auc, version, learned, handed, psi, challenge, compared, policy, age, tripped, held)
+        yield from (auc, version, learned, handed, psi, challenge, compared, policy, age, tripped, held, shadow, differ)
 
         waiting = GaugeMetricFamily("riskmon_events_held", "Events waiting for event-time order")
         waiting.add_metric([], proc.held())

@@ -93,11 +93,16 @@ async def policy_in_force(settings: Settings, bootstrap: str, at_ms: int) -> Pol
     return monitor.policy_at(at_ms)
 
 
-def update_event(new: Policy, event_id: str, ts: str) -> dict[str, Any]:
+def update_event(new: Policy | str, event_id: str, ts: str, shadow: str = "") -> dict[str, Any]:
     """The control event that puts ``new`` in force from ``ts``: every threshold, so that it means the same
-    whatever was in force before."""
-    event = {"type": "policy_update", "event_id": event_id, "ts": ts, "policy_version": new.version,
-             "thresholds": new.thresholds}
+    whatever was in force before. With ``shadow``: ``install`` puts ``new`` in shadow instead; ``promote`` and
+    ``drop`` act on the candidate whose version ``new`` is (riskmon.models.shadow)."""
+    event: dict[str, Any] = {"type": "policy_update", "event_id": event_id, "ts": ts,
+                             "policy_version": new if isinstance(new, str) else new.version}
+    if not isinstance(new, str):
+        event["thresholds"] = new.thresholds
+    if shadow:
+        event["shadow"] = shadow
     decode(dumps(event))  # a bad --at or version is refused here, with its reason
     return event
 

@@ -181,6 +181,7 @@ class StreamProcessor:
         self.events: Counter[tuple[str, str]] = Counter()  # (event type or "unknown", accepted|rejected|duplicate)
         self.rejected: Counter[tuple[str, str]] = Counter()  # (input topic category, reason)
         self.decisions: Counter[tuple[str, str]] = Counter()  # (action, first reason code)
+        self.shadow_decisions: Counter[tuple[str, str]] = Counter()  # a candidate policy's in shadow: (version, action)
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (score band, default|good)
         self.outcome_scores: Counter[str] = Counter()  # score band -> sum of the scores graded
         self._owners: dict[str, int] = {}  # account -> the input partition that owns it
@@ -444,6 +445,9 @@ class StreamProcessor:
             rnd.decisions.append((aid, dumps(body)))
             if self.on_decision is not None:
                 self.on_decision(body)
+        for d in result.shadow or ():
+            self.shadow_decisions[(d.policy_version, d.action)] += 1
+            rnd.shadow.append((aid, dumps(d.to_dict())))
 
     def _held_deadletter(self, sh: _Shard, h: Held, reason: str, detail: str) -> DeadLetter | None:
         """A held event the core refused, named by where its producer put it (counted in its own category)."""

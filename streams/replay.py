@@ -40,6 +40,7 @@ class ReplaySummary:
     rejected: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     decisions: Counter[str] = field(default_factory=Counter)
+    shadow: Counter[str] = field(default_factory=Counter)  # a candidate policy's in shadow, by action
     outcome_labels: list[int] = field(default_factory=list)
     outcome_scores: list[float] = field(default_factory=list)
     cold_outcomes: int = 0
@@ -64,6 +65,8 @@ class ReplaySummary:
             f"{rej} rejected" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.rejected.items()))})" if rej else ""),
             counted(self.duplicates, "duplicate"),
             f"{counted(sum(self.decisions.values()), 'decision')} ({acts})",
+            *([f"{counted(sum(self.shadow.values()), 'shadow decision')} ("
+               + ", ".join(f"{k} {v}" for k, v in sorted(self.shadow.items())) + ")"] if self.shadow else []),
             f"{counted(len(self.outcome_labels) + self.cold_outcomes, 'outcome')} ({self.cold_outcomes} scored before warm-up),"
             " prequential AUC "
             + ("n/a" if auc is None else f"{auc:.3f}")
@@ -132,8 +135,10 @@ def replay(
     model: RiskModel | None = None,
     model_base: str = "",
     portfolio: bool = PORTFOLIO_BY_DEFAULT,
+    shadow_out: IO[bytes] | None = None,
 ) -> ReplaySummary:
-    """Run the log through the core; write decisions as JSON lines to ``out``.
+    """Run the log through the core; write decisions as JSON lines to ``out``, and what a candidate policy in
+    shadow would decide (riskmon.models.shadow) to ``shadow_out``.
 
     ``collector`` sees every result (streams.report's collector gathers what the HTML report plots);
     ``model``: every partition starts from it (a model file's, whose version is ``model_base``)."""
@@ -159,6 +164,10 @@ def replay(
             for d in result.decisions:
                 summary.decisions[d.action] += 1
                 out.write(dumps(d.to_dict()) + b"\n")
+            for d in result.shadow or ():
+                summary.shadow[d.action] += 1
+                if shadow_out is not None:
+                    shadow_out.write(dumps(d.to_dict()) + b"\n")
     # What learns: the portfolio's trainer, or each shard. The shards' populations scored, against the learned one.
     learners: list[Any] = [engine.portfolio] if engine.portfolio is not None else engine.monitors
     aucs = [m.quality.auc() for m in learners]

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}.decisions"
 
     @property
+    def topic_shadow_decisions(self) -> str:
+        """What a candidate policy in shadow would decide (riskmon.models.shadow): read by people, acted on by none."""
+        return f"{self.topic_prefix}.shadow-decisions"
+
+    @property
     def topic_deadletter(self) -> str:
         return f"{self.topic_prefix}.deadletter"
 
@@ -133,7 +138,8 @@ class Settings(BaseSettings):
 
     @property
     def all_topics(self) -> list[str]:
-        return [*self.input_topics.values(), self.topic_repartition, self.topic_decisions, self.topic_deadletter,
+        return [*self.input_topics.values(), self.topic_repartition, self.topic_decisions, self.topic_shadow_decisions,
+                self.topic_deadletter,
                 self.topic_training, self.topic_models]
 
 

@@ -18,18 +18,18 @@ __all__ = ["follow_deadletters", "settled_by", "tail"]
 async def tail(settings: Settings, bootstrap: str, out: IO[str], as_json: bool = False, from_beginning: bool = True,
                max_count: int | None = None, idle_s: float | None = None, group: str | None = None,
                remember: int = 1_000_000, on_decision: Callable[[dict[str, Any]], None] | None = None,
-               first_idle_s: float | None = None) -> dict[str, int]:
+               first_idle_s: float | None = None, shadow: bool = False) -> dict[str, int]:
     """Print decisions until ``max_count`` or ``idle_s`` without one (None: forever); before the first
     one, wait ``first_idle_s`` instead if given (a worker that has just started takes a while).
 
     With a consumer group, the position committed is just after the last decision printed, so a
     second tail in the same group starts with the first decision this one did not print. Returns
     the counts: ``decisions`` printed, ``repeats`` (delivered twice, printed once), ``skipped``
-    (records that are not decisions).
+    (records that are not decisions). ``shadow``: a candidate policy's decisions in shadow instead.
     """
     printed = 0
     stream = DecisionStream(bootstrap, settings, group, from_beginning,
-                            idle_s if first_idle_s is None else first_idle_s, remember)
+                            idle_s if first_idle_s is None else first_idle_s, remember, shadow)
     async with stream:
         if max_count is None or max_count > 0:
             async for d in stream:

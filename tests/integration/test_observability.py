@@ -7,6 +7,7 @@ intervals (1 s) differ from deploy/prometheus/prometheus.yml.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import pathlib
 import shutil
@@ -22,6 +23,7 @@ import pytest
 from riskmon.models.simulate import simulate
 from riskmon.streams.broker import EmbeddedBroker, free_port
 from riskmon.streams.produce import produce
+from riskmon.streams.replay import replay
 
 from .conftest import ROOT, Cluster, replay_decisions, write_log
 
@@ -109,7 +111,8 @@ def scrape(port: int) -> str:
 
 @pytest.fixture(scope="module")
 def observed(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Two workers fed a simulated portfolio with a few bad records, scraped by Prometheus every second."""
+    """Two workers fed a simulated portfolio with a few bad records and a candidate policy in shadow from its start,
+    scraped by Prometheus every second."""
     tmp = tmp_path_factory.mktemp("observe")
     cluster = Cluster(broker, tmp)
     prom = None
@@ -131,17 +134,25 @@ def observed(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -
             time.sleep(0.5)
         prom = Prometheus(tmp, [f"127.0.0.1:{p}" for p in cluster.web_ports])
         events, _ = simulate(300, 120, seed=7)
-        log = write_log(tmp / "ev.jsonl", events)
+        install = {"type": "policy_update", "event_id": "shadow-1", "ts": events[0]["ts"], "shadow": "install",
+                   "policy_version": "candidate", "thresholds": {"utilisation.watch": 0.5, "utilisation.watch_exit": 0.4, "dpd.close": 91}}
+        log = write_log(tmp / "ev.jsonl", [install, *events])
         bad = [b"{not json", b'{"type":"payment","event_id":"b1","account_id":"A0000001","ts":"2025-01-05T00:00:00Z",'
                               b'"amount":-5,"currency":"CNY","channel":"app"}']
         with open(log, "ab") as f:
             f.write(b"\n".join(bad) + b"\n")
         expected = replay_decisions(log)
+        shadow = io.BytesIO()
+        replay(log, io.BytesIO(), partitions=cluster.settings.partitions, shadow_out=shadow)
+        shadow_expected = shadow.getvalue().splitlines()
         summary = asyncio.run(produce(log, cluster.settings, cluster.bootstrap, include_bad=True, rate=3000))
         got, repeated = cluster.decisions(len(expected), timeout_s=180)
         assert len(got) == len(expected) and repeated == 0, cluster.logs()
+        shadow_got = cluster.read(cluster.settings.topic_shadow_decisions, lambda rs: len(rs) >= len(shadow_expected), 60)
         time.sleep(4)  # a few scrapes after the last decision
         yield {"prom": prom, "events": len(events), "decisions": expected, "bad": len(bad), "summary": summary,
+               "partitions": cluster.settings.partitions, "shadow": (shadow_expected, [r.value for r in shadow_got]),
+               "live": got,
                "accounts": len({e["account_id"] for e in events if e["type"] == "account_opened"})}
     finally:
         if prom is not None:
@@ -153,6 +164,13 @@ def observed(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -
 def test_every_dashboard_panel_query_parses_and_returns_data(observed: dict[str, Any], board: str, title: str, expr: str) -> None:
     result = observed["prom"].query(expr)
     assert result, f"{board} / {title}: no data for {expr}"
+
+
+def test_a_candidate_in_shadow_decides_in_the_stream_as_in_replay_and_acts_on_nobody(observed: dict[str, Any]) -> None:
+    shadow_expected, shadow_got = observed["shadow"]
+    assert sorted(shadow_got) == sorted(shadow_expected)
+    assert {orjson.loads(d)["policy_version"] for d in shadow_got} == {"candidate"}
+    assert sorted(observed["live"]) == sorted(observed["decisions"])  # and the live decisions are replay's
 
 
 @pytest.mark.parametrize("name,expr", alert_rules())
@@ -184,7 +202,8 @@ def test_rules_load_and_evaluate_cleanly_and_none_fires_on_a_healthy_run(observe
 def test_the_metrics_prometheus_holds_match_what_the_workers_did(observed: dict[str, Any]) -> None:
     prom = observed["prom"]
     assert prom.value('sum(up{job="riskmon"})') == 2
-    assert prom.value('sum(riskmon_events_total{result="accepted"})') == observed["events"]
+    # (every partition applies the control topic's one record, the candidate in shadow)
+    assert prom.value('sum(riskmon_events_total{result="accepted"})') == observed["events"] + observed["partitions"]
     assert prom.value("sum(riskmon_deadletters_total)") == observed["bad"]
     assert prom.value('sum(riskmon_deadletters_total{reason="malformed_json"})') == 1
     assert prom.value("sum(riskmon_decisions_total)") == len(observed["decisions"])
@@ -194,6 +213,13 @@ def test_the_metrics_prometheus_holds_match_what_the_workers_did(observed: dict[
     assert prom.value("sum(riskmon_accounts)") == observed["accounts"]
     assert prom.value("sum(riskmon_consumer_lag)") == 0
     assert prom.value("sum(riskmon_score_count)") == observed["events"]
+    shadow_expected, shadow_got = observed["shadow"]
+    assert prom.value("sum(riskmon_shadow_decisions_total)") == len(shadow_expected) > 0
+    assert prom.value("sum(riskmon_shadow_accounts)") == observed["accounts"]
+    live_end = {d["account_id"]: d["new_state"] for d in map(orjson.loads, observed["decisions"])}
+    shadow_end = {d["account_id"]: d["new_state"] for d in map(orjson.loads, shadow_expected)}  # (in replay's order)
+    differ = sum(live_end.get(a, "normal") != shadow_end.get(a, "normal") for a in live_end.keys() | shadow_end.keys())
+    assert prom.value("sum(riskmon_shadow_differs)") == differ > 0
     # Faust's own sensors are on the same endpoint.
     assert prom.value('count(riskmon_faust_topic_partition_end_offset)') > 0
     assert prom.value("sum(riskmon_faust_consumer_commit_latency_count)") > 0

@@ -71,5 +71,15 @@ def test_a_push_that_would_close_more_than_the_breaker_allows_is_refused_unless_
         sent = [decode(r.value) for r in asyncio.run(read_topic(cluster.settings, cluster.bootstrap, control))]
         assert len(sent) == 1 and isinstance(sent[0], PolicyUpdate) and sent[0].event_id == "push-tight-1"
         assert default_policy().updated(sent[0].thresholds, sent[0].policy_version) == load_policy(policy)
+
+        # A candidate in shadow, then dropped: the control events the CLI sends, as the workers decode them.
+        assert main(["policy", "shadow", str(policy), "--event-id", "shadow-tight-1"]) == 0
+        assert "tight-1 judged in shadow, its decisions on" in capsys.readouterr().err
+        assert main(["policy", "drop", "tight-1", "--event-id", "drop-tight-1"]) == 0
+        assert "tight-1 dropped" in capsys.readouterr().err
+        sent = [decode(r.value) for r in asyncio.run(read_topic(cluster.settings, cluster.bootstrap, control))]
+        assert [(e.event_id, e.shadow, e.policy_version) for e in sent[1:]] == [  # type: ignore[union-attr]
+            ("shadow-tight-1", "install", "tight-1"), ("drop-tight-1", "drop", "tight-1")]
+        assert sent[1].thresholds == load_policy(policy).thresholds  # type: ignore[union-attr]
     finally:
         cluster.stop()

@@ -30,6 +30,7 @@ class MemoryPorts:
     def __init__(self) -> None:
         self.table: dict[bytes, bytes] = {}
         self.decisions: list[bytes] = []
+        self.shadow: list[bytes] = []  # the shadow decisions topic
         self.dead: list[tuple[bytes, dict[str, bytes]]] = []
         self.acked: list[Any] = []
         self.training_log: list[bytes] = []
@@ -81,6 +82,7 @@ class MemoryPorts:
         self.rounds = getattr(self, "rounds", 0) + (not idle_report)
         self.sealed = getattr(self, "sealed", 0) + bool(rnd.snapshot)
         self.decisions += [v for _, v in rnd.decisions]
+        self.shadow += [v for _, v in rnd.shadow]
         self.dead += [(v, dict(h)) for _, v, h in rnd.dead]
         self.table.update(rnd.snapshot)
         self.before_last = {k: self.table.get(k) for k, _ in rnd.states}
@@ -173,6 +175,37 @@ def test_processor_matches_replay_whatever_the_interleaving(tmp_path: pathlib.Pa
     assert sorted(ports.decisions) == want and ports.model_log
     assert any(orjson.loads(d)["model_version"] not in ("m.v0",) for d in want)
     assert proc.held() == 0 and len(ports.acked) == proc.counts["received"]
+
+
+def test_a_candidate_policy_in_shadow_decides_as_in_replay_and_on_after_a_restart(tmp_path: pathlib.Path) -> None:
+    """Installed mid-stream from the control topic: the candidate's decisions are replay's, whatever the
+    interleaving and after a crash at any round (its view of each line is in the states a snapshot carries)."""
+    events, _ = simulate(150, 130, seed=5)
+    mid = len(events) // 3
+    events.insert(mid, {"type": "policy_update", "event_id": "shadow-1", "ts": events[mid]["ts"], "shadow": "install",
+                        "policy_version": "candidate", "thresholds": {"score.watch": 0.2, "score.watch_exit": 0.1, "dpd.close": 91}})
+    log = tmp_path / "ev.jsonl"
+    log.write_bytes(b"".join(dumps(e) + b"\n" for e in events))
+    live, shadow = io.BytesIO(), io.BytesIO()
+    replay(log, live, partitions=P, shadow_out=shadow)
+    want = sorted(shadow.getvalue().splitlines())
+    acts = {orjson.loads(d)["action"] for d in want}
+    assert {"warning", "closure"} <= acts and all(orjson.loads(d)["policy_version"] == "candidate" for d in want)
+    ports, proc = run_stream(events, 4)
+    assert sorted(ports.decisions) == sorted(live.getvalue().splitlines())
+    assert sorted(ports.shadow) == want
+    assert sum(n for (version, _), n in proc.shadow_decisions.items() if version == "candidate") == len(want)
+    topics = _topics(events)
+    opts = Options(quiet_s=0)
+    clean = MemoryPorts()
+    total = _feed(StreamProcessor(clean, opts), clean, topics)
+    assert sorted(clean.shadow) == want
+    for crash_after in (total // 3, total * 2 // 3):
+        ports = MemoryPorts()
+        _feed(StreamProcessor(ports, opts), ports, topics, stop_after_rounds=crash_after)
+        ports.lose_last_states()
+        _feed(StreamProcessor(ports, opts), ports, topics)
+        assert sorted(set(ports.shadow)) == want, crash_after
 
 
 def _feed(proc: StreamProcessor, ports: MemoryPorts, topics: dict[tuple[str, int], list[bytes]],
