@@ -239,9 +239,11 @@ class FeatureSpec:
                     code += self._observe_source(i, a, t)
             for i, a in enumerate(self.aggregates):
                 if a.follows_level and a.field == "balance":
-                    code.append(f"    if after is not None and after != before: _bucket_update(agg, A{i}, now, after, before)")
+                    code.append("    if after is not None and after != before:")
+                    code += self._level_source(i, a, "after", "before")
                 elif a.follows_level:
-                    code.append(f"    if drawn_after != drawn_before: _bucket_update(agg, A{i}, now, drawn_after, drawn_before)")
+                    code.append("    if drawn_after != drawn_before:")
+                    code += self._level_source(i, a, "drawn_after", "drawn_before")
         exec("\n".join(code), env)  # noqa: S102 - source built from names checked to be identifiers
         object.__setattr__(self, "_reader", env["values"])
         object.__setattr__(self, "_advance", env["advance"])
@@ -272,6 +274,18 @@ class FeatureSpec:
         return code
 
     @staticmethod
+    def _level_source(i: int, a: Aggregate, x: str, carry: str) -> list[str]:
+        """A level's min or max taking ``x``: in the newest bucket, written out (most moves land there; this
+        runs on every event that moves a balance); else :func:`_bucket_update`, which starts new buckets."""
+        o, b, cmp = a.offset, a.buckets, "<" if a.kind == "min" else ">"
+        return [f"        k = int(now // {a.window_ms / b!r})",
+                f"        if k == agg[{o}]:",
+                f"            k = {o + 1} + k % {b}; v = agg[k]",
+                f"            if v is None or {x} {cmp} v: agg[k] = {x}",  # (min() and max() keep v when equal, as this does)
+                "        else:",
+                f"            _bucket_update(agg, A{i}, now, {x}, {carry})"]
+
+    @staticmethod
     def _observe_source(i: int, a: Aggregate, t: str) -> list[str]:
         """One aggregate's update on an event of type ``t`` (not a level's min or max, nor a time count)."""
         x = ("1.0" if a.field is None else "after" if a.field == "balance" else "drawn_after" if a.field == "drawn"
@@ -281,9 +295,15 @@ class FeatureSpec:
             tests.append(f"event.kind in K{i}" if t in CASH_FLOW_KINDS else "False")
         if a.at_least is not None:
             tests.append(f"x >= {a.at_least!r}")
-        update = {"sum": f"agg[{a.offset}] += x", "count": f"agg[{a.offset}] += 1.0", "last": f"agg[{a.offset}] = x",
-                  "periods": f"_set_period(agg, {a.offset}, A{i}, now)"}.get(a.kind, f"_bucket_update(agg, A{i}, now, x, None)")
-        return [f"    x = {x}", f"    if {' and '.join(tests) or 'True'}: {update}"]
+        test = f"    if {' and '.join(tests) or 'True'}:"
+        if a.kind == "periods":  # this period's bit: written out when the newest period is this one, as it mostly is
+            o = a.offset
+            return [f"    x = {x}", test, f"        k = int(now // {a.window_ms / a.buckets!r})",
+                    f"        if k == agg[{o}]: agg[{o + 1}] = int(agg[{o + 1}]) | 1",
+                    f"        else: _set_period(agg, {o}, A{i}, now)"]
+        update = {"sum": f"agg[{a.offset}] += x", "count": f"agg[{a.offset}] += 1.0",
+                  "last": f"agg[{a.offset}] = x"}.get(a.kind, f"_bucket_update(agg, A{i}, now, x, None)")
+        return [f"    x = {x}", f"{test} {update}"]
 
     # -- reading --------------------------------------------------------------------
     def values(self, agg: list[Any], now: int, limit: int, balance: float | None, drawn: float) -> list[float]:
@@ -308,6 +328,12 @@ class FeatureSpec:
                 lines.append(f"    if {var} > {cap!r}: {var} = {cap!r}")
                 lines.append(f"    elif {var} < {-cap!r}: {var} = {-cap!r}")
 
+        # The bucket (or period) index of ``now`` for each width in use, worked out once per read.
+        period: dict[float, str] = {}
+        for a in self.aggregates:
+            if a.kind in ("min", "max", "periods") and a.window_ms / a.buckets not in period:
+                period[a.window_ms / a.buckets] = p = f"k{len(period)}"
+                lines.append(f"    {p} = int(now // {a.window_ms / a.buckets!r})")
         for i, a in enumerate(self.aggregates):
             o = a.offset
             r = f"r{i}"
@@ -320,7 +346,7 @@ class FeatureSpec:
                 width, b = a.window_ms / a.buckets, a.buckets
                 lines.append(f"    {r} = agg[{o}]")
                 lines.append(f"    if {r} is not None:")
-                lines.append(f"        {r} = int(now // {width!r}) - int({r})")
+                lines.append(f"        {r} = {period[width]} - int({r})")
                 lines.append(f"        {r} = 0.0 if {r} >= {b} else ((int(agg[{o + 1}]) << {r}) & {(1 << b) - 1}).bit_count() / {b}")
                 lines.append("    else:")
                 lines.append(f"        {r} = 0.0")
@@ -329,7 +355,7 @@ class FeatureSpec:
                 lines.append(f"    {r} = {a.field if a.level else 'None'}")
                 lines.append(f"    n = agg[{o}]")
                 lines.append("    if n is not None:")
-                lines.append(f"        n = int(n); k = int(now // {a.window_ms / b!r})")
+                lines.append(f"        n = int(n); k = {period[a.window_ms / b]}")
                 # Most reads fall in the newest bucket with every bucket filled: all are in the window.
                 lines.append(f"        if k == n and None not in (x := agg[{o + 1}:{o + 1 + b}]):")
                 lines.append(f"            x = {a.kind}(x)")
