@@ -550,24 +550,22 @@ def _cmd_policy(args: argparse.Namespace) -> int:
 
     now = int(time.time() * 1000)
     at = args.at or format_ts(now)
-    if args.action in ("shadow", "promote", "drop"):
-        # A candidate in shadow acts on nobody; promoting one is a policy update (the breaker guards what it closes).
+    if args.action in ("shadow", "drop"):  # a candidate in shadow acts on nobody, nor does dropping it
         candidate: Policy | str = load_policy(args.new) if args.action == "shadow" else args.new
         name = candidate if isinstance(candidate, str) else candidate.version
-        command = "install" if args.action == "shadow" else args.action
+        command = "install" if args.action == "shadow" else "drop"
         event = update_event(candidate, args.event_id or _event_id(f"policy-{command}-{now}-{name}"), at, shadow=command)
         settings = _settings()
         asyncio.run(push_policy(settings, _bootstrap(settings), event))
-        what = {"install": "judged in shadow, its decisions on " + settings.topic_shadow_decisions,
-                "promote": "promoted: in force", "drop": "dropped"}[command]
+        what = "judged in shadow, its decisions on " + settings.topic_shadow_decisions if command == "install" else "dropped"
         print(f"policy: {name} {what} from {event['ts']} (sent to {settings.input_topics['control']} as {event['event_id']})",
               file=sys.stderr)
         return 0
-    new = load_policy(args.new)
     if args.action == "diff" and args.log:
         from riskmon.models.engine import Engine
         from riskmon.streams.replay import ReplaySummary, apply_log
 
+        new = load_policy(args.new)
         _check_log(args.log)
         policy, spec = _judging(args)
         model, model_base = _model(args, spec)
@@ -583,10 +581,18 @@ def _cmd_policy(args: argparse.Namespace) -> int:
         settings = _settings()
         bootstrap = _bootstrap(settings)
 
-        async def read() -> tuple[list[Any], Policy]:
+        async def read() -> tuple[list[Any], tuple[Policy, Policy | None]]:
             return await running_states(settings, bootstrap), await policy_in_force(settings, bootstrap, parse_ts(at, "--at"))
 
-        states, current = asyncio.run(read())
+        states, (current, in_shadow) = asyncio.run(read())
+        if args.action == "promote":  # a promotion is a policy update: previewed, and refused past the breaker
+            if in_shadow is None or in_shadow.version != args.new:
+                print(f"riskmon: no candidate {args.new!r} in shadow at {at} (in shadow then: "
+                      f"{'none' if in_shadow is None else in_shadow.version})", file=sys.stderr)
+                return 1
+            new = in_shadow
+        else:
+            new = load_policy(args.new)
         diff = policy_diff(states, current, new)
         where = f"the {len(states)} accounts of the deployment {settings.app_id} on {bootstrap} as they stand"
     print(f"policy: judged on {where}", file=sys.stderr)
@@ -599,9 +605,14 @@ def _cmd_policy(args: argparse.Namespace) -> int:
               f"{diff.allowed_closures} (more than breaker.max_share of the open accounts); --force sends it anyway",
               file=sys.stderr)
         return 1
-    event = update_event(new, args.event_id or _event_id(f"policy-{now}-{new.version}"), at)
+    if args.action == "promote":
+        event = update_event(new.version, args.event_id or _event_id(f"policy-promote-{now}-{new.version}"), at,
+                             shadow="promote")
+    else:
+        event = update_event(new, args.event_id or _event_id(f"policy-{now}-{new.version}"), at)
     asyncio.run(push_policy(settings, bootstrap, event))
-    print(f"policy: {new.version} sent to {settings.input_topics['control']} as {event['event_id']}, in force from "
+    print(f"policy: {new.version} {'promoted from shadow, ' if args.action == 'promote' else ''}sent to "
+          f"{settings.input_topics['control']} as {event['event_id']}, in force from "
           f"{event['ts']}" + (" (forced past the breaker)" if diff.refused else ""), file=sys.stderr)
     return 0
 
@@ -763,7 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--log", help="diff: judge on the accounts of this log replayed (default: the running deployment's, "
                                  "from RISKMON_BROKER_URL)")
     _judging_args(y)
-    y.add_argument("--force", action="store_true", help="push: send it even if the breaker would refuse it")
+    y.add_argument("--force", action="store_true", help="push, promote: send it even if the breaker would refuse it")
     y.add_argument("--at", help="event time it takes effect, and the policy in force then is the one compared "
                                 "(RFC 3339; default: now)")
     y.add_argument("--event-id", help="push: default policy-VERSION-<ms>; resending one id applies it once")

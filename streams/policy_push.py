@@ -78,10 +78,11 @@ async def running_states(settings: Settings, bootstrap: str) -> list[AccountStat
     return [orjson.loads(v) for v in latest.values() if v]
 
 
-async def policy_in_force(settings: Settings, bootstrap: str, at_ms: int) -> Policy:
-    """The policy the workers have in force at event time ``at_ms``: the configured one with the updates on
-    the control topic applied as a worker applies them (in offset order, each to the policy in force at its
-    own event time: :meth:`riskmon.models.monitor.Monitor.control`)."""
+async def policy_in_force(settings: Settings, bootstrap: str, at_ms: int) -> tuple[Policy, Policy | None]:
+    """The policy the workers have in force at event time ``at_ms``, and the candidate they judge in shadow then
+    (None if none): the configured policy with the updates on the control topic applied as a worker applies
+    them (in offset order, each to the policy in force at its own event time:
+    :meth:`riskmon.models.monitor.Monitor.control`)."""
     monitor = Monitor("policy", load_policy(settings.policy_file) if settings.policy_file else default_policy())
     for r in await read_topic(settings, bootstrap, settings.input_topics["control"]):
         try:
@@ -90,7 +91,8 @@ async def policy_in_force(settings: Settings, bootstrap: str, at_ms: int) -> Pol
                 monitor.control(ev)
         except Rejected:
             continue  # refused by the workers too (dead-lettered)
-    return monitor.policy_at(at_ms)
+    shadow = monitor.shadows.at(at_ms)
+    return monitor.policy_at(at_ms), None if shadow is None else shadow[0]
 
 
 def update_event(new: Policy | str, event_id: str, ts: str, shadow: str = "") -> dict[str, Any]:

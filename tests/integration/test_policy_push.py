@@ -66,20 +66,26 @@ def test_a_push_that_would_close_more_than_the_breaker_allows_is_refused_unless_
         control = cluster.settings.input_topics["control"]
         assert asyncio.run(read_topic(cluster.settings, cluster.bootstrap, control)) == [], "nothing was sent"
 
-        assert main(["policy", "push", str(policy), "--force", "--event-id", "push-tight-1"]) == 0
-        assert "forced past the breaker" in capsys.readouterr().err
-        sent = [decode(r.value) for r in asyncio.run(read_topic(cluster.settings, cluster.bootstrap, control))]
-        assert len(sent) == 1 and isinstance(sent[0], PolicyUpdate) and sent[0].event_id == "push-tight-1"
-        assert default_policy().updated(sent[0].thresholds, sent[0].policy_version) == load_policy(policy)
-
-        # A candidate in shadow, then dropped: the control events the CLI sends, as the workers decode them.
+        # The same policy as a candidate in shadow acts on nobody; promoting it is an update like the push above,
+        # previewed and refused past the breaker alike.
         assert main(["policy", "shadow", str(policy), "--event-id", "shadow-tight-1"]) == 0
         assert "tight-1 judged in shadow, its decisions on" in capsys.readouterr().err
+        assert main(["policy", "promote", "tight-1"]) == 1
+        said = capsys.readouterr()
+        assert said.out.splitlines() == expected_diff.lines()
+        assert f"policy tight-1 refused: it would close {expected_diff.closures} lines at once" in said.err
+        assert main(["policy", "promote", "other-9"]) == 1
+        assert "no candidate 'other-9' in shadow" in capsys.readouterr().err
+
+        assert main(["policy", "push", str(policy), "--force", "--event-id", "push-tight-1"]) == 0
+        assert "forced past the breaker" in capsys.readouterr().err
         assert main(["policy", "drop", "tight-1", "--event-id", "drop-tight-1"]) == 0
         assert "tight-1 dropped" in capsys.readouterr().err
         sent = [decode(r.value) for r in asyncio.run(read_topic(cluster.settings, cluster.bootstrap, control))]
-        assert [(e.event_id, e.shadow, e.policy_version) for e in sent[1:]] == [  # type: ignore[union-attr]
-            ("shadow-tight-1", "install", "tight-1"), ("drop-tight-1", "drop", "tight-1")]
-        assert sent[1].thresholds == load_policy(policy).thresholds  # type: ignore[union-attr]
+        assert all(isinstance(e, PolicyUpdate) for e in sent)
+        assert [(e.event_id, e.shadow, e.policy_version) for e in sent] == [  # type: ignore[union-attr]
+            ("shadow-tight-1", "install", "tight-1"), ("push-tight-1", "", "tight-1"), ("drop-tight-1", "drop", "tight-1")]
+        for e in sent[:2]:
+            assert default_policy().updated(e.thresholds, e.policy_version) == load_policy(policy)  # type: ignore[union-attr]
     finally:
         cluster.stop()
