@@ -30,8 +30,8 @@ from .events import AccountEvent, LimitChanged, PolicyUpdate, Review
 from .features import rounded, vector
 from .policy import Policy
 from .state import AccountState
-from .step import review_blocks
-from .vocabulary import SEVERITY, STATES, action_for, cap_for
+from .step import cap_on_new_limit, review_blocks
+from .vocabulary import SEVERITY, action_for, cap_for
 
 __all__ = ["SH_KEY", "SH_STATUS", "ShadowTimeline", "live_before", "shadow_step"]
 
@@ -106,7 +106,7 @@ def shadow_step(s: AccountState, event: AccountEvent, candidate: Policy, key: st
     if sh[SH_MISSED] != s["missed"]:  # an instalment was missed: good behaviour counts afresh, as it does live
         sh[SH_BASE], sh[SH_MISSED] = s["on_time"], s["missed"]
     if isinstance(event, LimitChanged):  # as the live step does with its cap, for the line the candidate left
-        sh[SH_CAP] = event.limit if STATES[SEVERITY[sh[SH_STATUS]]].cap == "limit" else min(sh[SH_CAP], event.limit)
+        sh[SH_CAP] = cap_on_new_limit(sh[SH_STATUS], sh[SH_CAP], event.limit)
     if not isinstance(event, Review):  # a reviewer's decision is on the live line; the candidate makes none on it
         view = s.copy()
         view["status"], view["since"], view["good"] = sh[SH_STATUS], sh[SH_SINCE], s["on_time"] - sh[SH_BASE]

@@ -36,7 +36,7 @@ from .units import DAY_MS
 from .velocity import INDEX
 from .vocabulary import BREAKER_ACTIONS, REVIEWED, SEVERITY, STATES, action_for, cap_for
 
-__all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "event_hash", "review_blocks", "review_in_force",
+__all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "event_hash", "review_blocks", "review_in_force", "cap_on_new_limit",
            "RECENT_IDS", "MAX_OPEN_INSTALMENTS"]
 
 RECENT_IDS = 16
@@ -354,8 +354,17 @@ def _book(s: AccountState, e: AccountEvent, ctx: Context, r: StepResult) -> None
         s["last_ok"] = s["since"] = s["rts"] = e.ts
     elif isinstance(e, LimitChanged):
         s["limit"] = e.limit
-        # A line the monitor has not cut takes the new limit; a cut line keeps its cut, within it.
-        s["cap"] = e.limit if STATES[SEVERITY[s["status"]]].cap == "limit" else min(s["cap"], e.limit)
+        s["cap"] = cap_on_new_limit(s["status"], s["cap"], e.limit)
+
+
+def cap_on_new_limit(status: str, cap: int, limit: int) -> int:
+    """The cap of a line in ``status`` when the lender sets its limit to ``limit``: a line the monitor has not cut
+    takes the new limit; a cut line keeps its cut, within it.
+
+    >>> cap_on_new_limit("watch", 300, 800), cap_on_new_limit("limit_reduced", 300, 800), cap_on_new_limit("frozen", 0, 800)
+    (800, 300, 0)
+    """
+    return limit if STATES[SEVERITY[status]].cap == "limit" else min(cap, limit)
 
 
 def _allocate(s: AccountState, amount: int, ts: int, r: StepResult, p: Policy, named: str | None = None) -> None:

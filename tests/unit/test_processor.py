@@ -177,13 +177,14 @@ def test_processor_matches_replay_whatever_the_interleaving(tmp_path: pathlib.Pa
     assert proc.held() == 0 and len(ports.acked) == proc.counts["received"]
 
 
-def test_a_candidate_policy_in_shadow_decides_as_in_replay_and_on_after_a_restart(tmp_path: pathlib.Path) -> None:
-    """Installed mid-stream from the control topic, then promoted: the candidate's decisions in shadow, and the
-    live ones before and after it is put in force, are replay's, whatever the interleaving and after a crash at
-    any round (its view of each line is in the states a snapshot carries)."""
+@pytest.mark.parametrize("then", ["promote", "drop"])
+def test_a_candidate_policy_in_shadow_decides_as_in_replay_and_on_after_a_restart(tmp_path: pathlib.Path, then: str) -> None:
+    """Installed mid-stream from the control topic, then promoted or dropped: the candidate's decisions in shadow,
+    and the live ones before and after, are replay's, whatever the interleaving and after a crash at any round
+    (its view of each line is in the states a snapshot carries)."""
     events, _ = simulate(150, 130, seed=5)
     mid, late = len(events) // 3, len(events) * 9 // 10
-    events.insert(late, {"type": "policy_update", "event_id": "promote-1", "ts": events[late]["ts"], "shadow": "promote",
+    events.insert(late, {"type": "policy_update", "event_id": f"{then}-1", "ts": events[late]["ts"], "shadow": then,
                          "policy_version": "candidate"})
     events.insert(mid, {"type": "policy_update", "event_id": "shadow-1", "ts": events[mid]["ts"], "shadow": "install",
                         "policy_version": "candidate", "thresholds": {"score.watch": 0.2, "score.watch_exit": 0.1, "dpd.close": 91}})
@@ -195,7 +196,10 @@ def test_a_candidate_policy_in_shadow_decides_as_in_replay_and_on_after_a_restar
     acts = {orjson.loads(d)["action"] for d in want}
     assert {"warning", "closure"} <= acts and all(orjson.loads(d)["policy_version"] == "candidate" for d in want)
     promoted = [d for d in map(orjson.loads, live.getvalue().splitlines()) if d["policy_version"] == "candidate"]
-    assert promoted and min(parse_ts(d["event_ts"]) for d in promoted) >= parse_ts(events[late + 1]["ts"])
+    if then == "promote":
+        assert promoted and min(parse_ts(d["event_ts"]) for d in promoted) >= parse_ts(events[late + 1]["ts"])
+    else:
+        assert not promoted
     assert max(parse_ts(orjson.loads(d)["event_ts"]) for d in want) < parse_ts(events[late + 1]["ts"])
     ports, proc = run_stream(events, 4)
     assert sorted(ports.decisions) == sorted(live.getvalue().splitlines())
