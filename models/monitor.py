@@ -154,16 +154,15 @@ class Monitor:
         shadow or dropped (see :mod:`riskmon.models.shadow`; a promoted one is put in force)."""
         if event.event_id in self._policy_events:
             return None
-        if event.shadow:
-            promoted = self.shadows.command(event, self.policy_at(event.ts))
-            self._policy_events.add(event.event_id)
+        policy: Policy | None
+        if event.shadow:  # (a promotion gives the candidate to put in force; an install or a drop, None)
+            policy = self.shadows.command(event, self.policy_at(event.ts))
             self.shadow_states.clear()  # the lines a new candidate judges are counted afresh
-            if promoted is None:
-                return None
-            policy = promoted
         else:
             policy = self.policy_at(event.ts).updated(event.thresholds, event.policy_version)
         self._policy_events.add(event.event_id)
+        if policy is None:
+            return None
         keys = [p[0] for p in self._policies]
         self._policies.insert(bisect.bisect_right(keys, event.ts), (event.ts, policy))
         return policy
@@ -261,10 +260,7 @@ class Monitor:
         if not result.duplicate:
             self._count(before, result.state)
             if shadow is not None and result.scored:
-                candidate = shadow[0]
-                decided, was, now = shadow_step(result.state, event, candidate, shadow[1], live, ctx.model,
-                                                ctx.model_version, self.model.n_learned >= candidate.score.min_labels,
-                                                self.spec)
+                decided, was, now = shadow_step(result.state, event, shadow[0], shadow[1], live, ctx)
                 if was is not None:
                     self.shadow_states[was] -= 1
                 self.shadow_states[now] += 1

@@ -21,6 +21,7 @@ protection holds back its escalations as it does the live policy's.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from typing import Any
 
 from .decisions import Decision, decision_id
@@ -30,7 +31,7 @@ from .events import AccountEvent, LimitChanged, PolicyUpdate, Review
 from .features import rounded, vector
 from .policy import Policy
 from .state import AccountState
-from .step import cap_on_new_limit, review_blocks
+from .step import Context, cap_on_new_limit, decision, review_blocks
 from .vocabulary import SEVERITY, action_for, cap_for
 
 __all__ = ["SH_KEY", "SH_STATUS", "ShadowTimeline", "live_before", "shadow_step"]
@@ -86,22 +87,23 @@ def live_before(s: AccountState | None) -> tuple[Any, ...] | None:
 
 
 def shadow_step(s: AccountState, event: AccountEvent, candidate: Policy, key: str, before: tuple[Any, ...] | None,
-                model: Any, model_version: str, model_ready: bool, spec: Any) -> tuple[list[Decision], tuple[str, str] | None,
-                                                                                        tuple[str, str]]:
+                ctx: Context) -> tuple[list[Decision], tuple[str, str] | None, tuple[str, str]]:
     """Judge one applied account event by the candidate: (its decisions, the (live, shadow) states of the line
     before as the shard counts them (None if the candidate had not judged it), and after).
 
-    ``s``: the account's state after the live step; ``before``: :func:`live_before` of it before."""
-    sh = before[5] if before is not None else None
-    if sh is None or sh[SH_KEY] != key:
-        counted = None
-        if before is None:  # the line opened with this event: it starts where the live one started
-            sh = [key, "normal", s["ts"], s["limit"], s["on_time"], s["missed"]]
-        else:
-            sh = [key, before[0], before[1], before[2], before[3], before[4]]
+    ``s``: the account's state after the live step; ``before``: :func:`live_before` of it before; ``ctx``: the
+    live step's (its model, model version and features; the candidate's own ``score.min_labels`` says when the
+    score is acted on)."""
+    counted: tuple[str, str] | None = None
+    sh: list[Any]
+    if before is None:  # the line opened with this event: it starts where the live one started
+        sh = [key, "normal", s["ts"], s["limit"], s["on_time"], s["missed"]]
+    elif before[5] is None or before[5][SH_KEY] != key:  # first judged now: from the live line as it stood
+        sh = [key, *before[:5]]
     else:
-        counted = (before[0], sh[SH_STATUS]) if before is not None else None
-        sh = list(sh)  # a new record: the one ``before`` holds may be the live step's input, read by the caller
+        counted = (before[0], before[5][SH_STATUS])
+        sh = list(before[5])  # a new record: the one ``before`` holds may be the live step's input, read by the caller
+    model_ready = ctx.model.n_learned >= candidate.score.min_labels
     out: list[Decision] = []
     if sh[SH_MISSED] != s["missed"]:  # an instalment was missed: good behaviour counts afresh, as it does live
         sh[SH_BASE], sh[SH_MISSED] = s["on_time"], s["missed"]
@@ -118,16 +120,15 @@ def shadow_step(s: AccountState, event: AccountEvent, candidate: Policy, key: st
                 prev = sh[SH_STATUS]
                 if model_ready and SEVERITY[new] > SEVERITY[prev]:
                     # The vector the live step scored: its move changed nothing features read.
-                    x = rounded(vector(s, spec)) if event.type == "instalment_due" else vector(s, spec)
-                    reasons = reasons + score_drivers(model.contributions_vector(spec.names, x), spec)
+                    x = rounded(vector(s, ctx.spec)) if event.type == "instalment_due" else vector(s, ctx.spec)
+                    reasons = reasons + score_drivers(ctx.model.contributions_vector(ctx.spec.names, x), ctx.spec)
                     sh[SH_BASE] = s["on_time"]
                 action = action_for(prev, new)
                 sh[SH_STATUS], sh[SH_SINCE] = new, s["ts"]
                 sh[SH_CAP] = cap_for(new, s["limit"], s["bal"], candidate.recovery.limit_reduction_floor)
-                out.append(Decision(
-                    decision_id=decision_id(s["id"], f"{event.event_id}\x1fshadow:{key}", action, new),
-                    account_id=s["id"], action=action, previous_state=prev, new_state=new, score=score,
-                    reasons=tuple(reasons), model_version=model_version, policy_version=candidate.version,
-                    cause_event_id=event.event_id, event_ts=event.ts, credit_limit=s["limit"], limit_cap=sh[SH_CAP]))
+                live = decision(s, ctx, event.event_id, event.ts, action, prev, new, score, tuple(reasons))
+                out.append(dataclasses.replace(
+                    live, decision_id=decision_id(s["id"], f"{event.event_id}\x1fshadow:{key}", action, new),
+                    policy_version=candidate.version, limit_cap=sh[SH_CAP]))
     s["sh"] = sh
     return out, counted, (s["status"], sh[SH_STATUS])

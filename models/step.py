@@ -36,7 +36,7 @@ from .units import DAY_MS
 from .velocity import INDEX
 from .vocabulary import BREAKER_ACTIONS, REVIEWED, SEVERITY, STATES, action_for, cap_for
 
-__all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "event_hash", "review_blocks", "review_in_force", "cap_on_new_limit",
+__all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "event_hash", "review_blocks", "review_in_force", "cap_on_new_limit", "decision",
            "RECENT_IDS", "MAX_OPEN_INSTALMENTS"]
 
 RECENT_IDS = 16
@@ -181,7 +181,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context, owned: b
                 return result  # already held for review: nothing new to say
             why = ctx.breaker.admit(ctx.policy, action, now, ctx.open_accounts)
             if why is not None:
-                held = _decision(s, ctx, event.event_id, event.ts, HELD, prev, new, score, (why, *reasons))
+                held = decision(s, ctx, event.event_id, event.ts, HELD, prev, new, score, (why, *reasons))
                 s["hold"] = [new, now, held.decision_id]
                 result.decisions.append(held)
                 return result
@@ -191,13 +191,13 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context, owned: b
             target, held_ts, held_id = hold
             why = Reason("HOLD_SUPERSEDED", f"{target} held at {format_ts(held_ts)} (decision {held_id}) superseded "
                                             f"by a move to {new} at {format_ts(now)}", 0)
-            result.decisions.append(_decision(s, ctx, event.event_id, event.ts, HOLD_DROPPED, prev, prev, score, (why,)))
+            result.decisions.append(decision(s, ctx, event.event_id, event.ts, HOLD_DROPPED, prev, prev, score, (why,)))
         if ctx.model_ready and SEVERITY[new] > SEVERITY[prev]:
             reasons = reasons + score_drivers(ctx.model.contributions_vector(spec.names, x), spec)
             s["good"] = 0
         s["status"], s["since"] = new, now
         _set_cap(s, new, ctx.policy)
-        result.decisions.append(_decision(s, ctx, event.event_id, event.ts, action, prev, new, score, tuple(reasons)))
+        result.decisions.append(decision(s, ctx, event.event_id, event.ts, action, prev, new, score, tuple(reasons)))
     return result
 
 
@@ -235,7 +235,7 @@ def _review(s: AccountState, e: Review, ctx: Context, score: float, result: Step
     if hold is not None:
         why = Reason("HOLD_REVIEWED", f"{hold[0]} held at {format_ts(hold[1])} (decision {hold[2]}) settled by review "
                                       f"{e.event_id}", 0)
-        result.decisions.append(_decision(s, ctx, e.event_id, e.ts, HOLD_DROPPED, prev, prev, score, (why,)))
+        result.decisions.append(decision(s, ctx, e.event_id, e.ts, HOLD_DROPPED, prev, prev, score, (why,)))
     days = ctx.policy.review.protect_days
     text = f"{e.outcome} ({target}) by {e.reviewer}" + (f": {e.note}" if e.note else "")
     if days > 0 and target != STATES[-1].name:  # nothing lies beyond a closed line
@@ -250,7 +250,7 @@ def _review(s: AccountState, e: Review, ctx: Context, score: float, result: Step
         _set_cap(s, target, ctx.policy)
     else:
         action = REVIEWED
-    result.decisions.append(_decision(s, ctx, e.event_id, e.ts, action, prev, target, score,
+    result.decisions.append(decision(s, ctx, e.event_id, e.ts, action, prev, target, score,
                                       (Reason("MANUAL_REVIEW", text, 5),)))
     return result
 
@@ -280,12 +280,12 @@ def resolve_hold(state: AccountState, cmd: BreakerCommand, ctx: Context) -> Step
     else:
         action, new = HOLD_DROPPED, prev
         why = Reason("BREAKER_DROPPED", f"{target} held at {format_ts(held_ts)} (decision {held_id}) dropped by {cmd.event_id}{note}", 0)
-    result.decisions.append(_decision(s, ctx, cmd.event_id, cmd.ts, action, prev, new, s["score"], (why,)))
+    result.decisions.append(decision(s, ctx, cmd.event_id, cmd.ts, action, prev, new, s["score"], (why,)))
     return result
 
 
-def _decision(s: AccountState, ctx: Context, cause_event_id: str, ts: int, action: str, prev: str, new: str,
-              score: float, reasons: tuple[Reason, ...]) -> Decision:
+def decision(s: AccountState, ctx: Context, cause_event_id: str, ts: int, action: str, prev: str, new: str,
+             score: float, reasons: tuple[Reason, ...]) -> Decision:
     """A decision on the account ``s`` as it stands after the move, caused by the event ``cause_event_id``."""
     return Decision(
         decision_id=decision_id(s["id"], cause_event_id, action, new), account_id=s["id"], action=action,

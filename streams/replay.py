@@ -57,16 +57,17 @@ class ReplaySummary:
         return roc_auc(self.outcome_labels, self.outcome_scores)
 
     def line(self) -> str:
-        acts = ", ".join(f"{k} {v}" for k, v in sorted(self.decisions.items())) or "none"
+        def each(c: Counter[str]) -> str:
+            return ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+
         auc = self.outcome_auc
         rej = sum(self.rejected.values())
         parts = [
             counted(self.events, "event"),
-            f"{rej} rejected" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.rejected.items()))})" if rej else ""),
+            f"{rej} rejected" + (f" ({each(self.rejected)})" if rej else ""),
             counted(self.duplicates, "duplicate"),
-            f"{counted(sum(self.decisions.values()), 'decision')} ({acts})",
-            *([f"{counted(sum(self.shadow.values()), 'shadow decision')} ("
-               + ", ".join(f"{k} {v}" for k, v in sorted(self.shadow.items())) + ")"] if self.shadow else []),
+            f"{counted(sum(self.decisions.values()), 'decision')} ({each(self.decisions) or 'none'})",
+            *([f"{counted(sum(self.shadow.values()), 'shadow decision')} ({each(self.shadow)})"] if self.shadow else []),
             f"{counted(len(self.outcome_labels) + self.cold_outcomes, 'outcome')} ({self.cold_outcomes} scored before warm-up),"
             " prequential AUC "
             + ("n/a" if auc is None else f"{auc:.3f}")
