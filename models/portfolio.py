@@ -38,10 +38,8 @@ __all__ = ["CHALLENGE_WINDOW", "EPOCH_MS", "PORTFOLIO_BY_DEFAULT", "in_force", "
 
 EPOCH_MS = DAY_MS  # a model version per event-time day at most
 # Whether replay, the worker and the tools run one model for the portfolio unless told otherwise
-# (RISKMON_MODEL_SCOPE, --model-scope). Not yet: in the full integration suite, a group of two workers
-# with one killed once stalled with every partition waiting for a version the restarted trainer did not
-# publish (README, "One model for the portfolio"); until that is found, a model per partition stays the default.
-PORTFOLIO_BY_DEFAULT = False
+# (RISKMON_MODEL_SCOPE=partition, --model-scope partition: a model per partition, learned there).
+PORTFOLIO_BY_DEFAULT = True
 LAG_EPOCHS = 1  # the model in force on a day learned the outcomes revealed before the day before it
 CHALLENGE_WINDOW = 2000  # the latest outcomes champion and challenger are compared on
 

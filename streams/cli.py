@@ -164,7 +164,7 @@ def _judging_args(p: argparse.ArgumentParser, many_policies: bool = False) -> No
                                                        "$RISKMON_LEARNER or logistic)")
     p.add_argument("--model-scope", choices=("portfolio", "partition"),
                    help="one model for the portfolio, or one per partition, as the worker's RISKMON_MODEL_SCOPE "
-                        "(default: $RISKMON_MODEL_SCOPE or partition)")
+                        "(default: $RISKMON_MODEL_SCOPE or portfolio)")
 
 
 def _judging(args: argparse.Namespace) -> tuple[Policy | None, FeatureSpec | None]:
@@ -823,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--store", choices=["memory://", "rocksdb://"], default="memory://")
     c.add_argument("--drain", type=_positive_float, default=120, help="seconds the group has to deliver the rest")
     c.add_argument("--model-scope", choices=("portfolio", "partition"),
-                   help="the workers' RISKMON_MODEL_SCOPE, and replay's (default: $RISKMON_MODEL_SCOPE or partition)")
+                   help="the workers' RISKMON_MODEL_SCOPE, and replay's (default: $RISKMON_MODEL_SCOPE or portfolio)")
     c.set_defaults(func=_cmd_chaos)
 
     t = sub.add_parser("tail", help="print decisions from the decisions topic")

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from riskmon.models.portfolio import PORTFOLIO_BY_DEFAULT
+
 __all__ = ["Settings", "settings_error"]
 
 
@@ -34,7 +36,7 @@ class Settings(BaseSettings):
     max_future_s: float = Field(86_400.0, gt=0, description="events dated further ahead of the wall clock are dead-lettered")
     checkpoint_every: int = Field(500, ge=1, description="outcomes learned between model versions (model_scope partition)")
     model_scope: Literal["portfolio", "partition"] = Field(
-        "partition", description="partition: a model per partition, learned there; portfolio: one model, learned by one "
+        "portfolio" if PORTFOLIO_BY_DEFAULT else "partition", description="partition: a model per partition, learned there; portfolio: one model, learned by one "
                                  "trainer from every partition's outcomes and published to every worker")
     bad_dpd: int = Field(30, ge=1)
     policy_file: Path | None = None

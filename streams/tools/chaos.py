@@ -38,6 +38,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from riskmon.models.codec import dumps
+from riskmon.models.portfolio import PORTFOLIO_BY_DEFAULT
 from riskmon.models.simulate import simulate
 
 from ..broker import EmbeddedBroker, free_port
@@ -270,7 +271,7 @@ def s3_storage(tmp: Path) -> tuple[str, dict[str, str], subprocess.Popen[bytes]]
 
 def run_chaos(schedule: list[Fault], seed: int | None = None, workers: int = 2, accounts: int = 1500, days: int = 60,
               rate: float | None = 1500.0, store: str = "memory://", partitions: int = 4, drain_s: float = 120.0,
-              out: IO[str] = sys.stdout, keep: bool = False, portfolio: bool = False) -> ChaosResult:
+              out: IO[str] = sys.stdout, keep: bool = False, portfolio: bool = PORTFOLIO_BY_DEFAULT) -> ChaosResult:
     """Feed, fault, drain, compare (see the module's docstring). ``drain_s``: how long the group has, after the
     feed and the last fault, to deliver what is missing. ``rate=None``: the whole log is on the broker before
     the workers start (the faults then land while they work through it), which leaves out what a live feed
@@ -425,7 +426,7 @@ def _seeds(text: str) -> Iterator[int]:
     yield from range(int(a), int(b) + 1) if b else [int(a)]
 
 
-def main_chaos(args: Any, portfolio: bool = False) -> int:
+def main_chaos(args: Any, portfolio: bool = PORTFOLIO_BY_DEFAULT) -> int:
     """The CLI: one run per seed (or the given schedule), a summary table, exit 1 if any run failed."""
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # the run's finally stops its workers, broker and moto: nothing is left running

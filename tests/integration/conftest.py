@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from riskmon.models.codec import dumps
+from riskmon.models.portfolio import PORTFOLIO_BY_DEFAULT
 from riskmon.streams.broker import EmbeddedBroker, free_port
 from riskmon.streams.produce import produce
 from riskmon.streams.replay import replay
@@ -40,14 +41,14 @@ class Cluster:
     """One isolated deployment on the session broker: its own topics, app id and workers."""
 
     def __init__(self, broker: EmbeddedBroker, tmp: pathlib.Path, partitions: int = 4, store: str = "memory://",
-                 model_scope: str = "partition") -> None:
+                 model_scope: str | None = None) -> None:
         n = next(_ids)
         self.bootstrap = broker.url
         self.tmp = tmp
         self.settings = Settings(broker_url=broker.url, broker_kind="tansu", partitions=partitions,
                                  topic_prefix=f"t{n}-{os.getpid()}", app_id=f"riskmon-test-{n}-{os.getpid()}",
                                  datadir=tmp / "data", session_timeout_s=6.0, store=store,
-                                 model_scope=model_scope)  # type: ignore[arg-type]
+                                 **({} if model_scope is None else {"model_scope": model_scope}))  # type: ignore[arg-type]
         self.workers: list[subprocess.Popen[bytes]] = []
         self.web_ports: list[int] = []  # each worker's web and /metrics port, in start order
         asyncio.run(create_topics(self.settings, self.bootstrap))
@@ -163,8 +164,8 @@ def account(tally: dict[str, Any], name: str) -> None:
     assert sorted(got) == sorted(expected), diff(got, expected)
 
 
-def replay_decisions(path: pathlib.Path, partitions: int = 4, portfolio: bool = False) -> list[bytes]:
-    """Replay's decisions (``portfolio``: one model for the portfolio, as RISKMON_MODEL_SCOPE=portfolio)."""
+def replay_decisions(path: pathlib.Path, partitions: int = 4, portfolio: bool = PORTFOLIO_BY_DEFAULT) -> list[bytes]:
+    """Replay's decisions (``portfolio``: one model for the portfolio, as the workers' default RISKMON_MODEL_SCOPE)."""
     out = io.BytesIO()
     replay(path, out, partitions=partitions, portfolio=portfolio)
     return out.getvalue().splitlines()

@@ -103,8 +103,11 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(cluster: Cl
 
 
 def test_two_workers_share_partitions_and_keep_parity_when_one_dies(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    """With a model per partition (RISKMON_MODEL_SCOPE=partition), the scope that is not the default: each
+    partition's model moves with the partition to the surviving worker."""
+    cluster.settings = cluster.settings.model_copy(update={"model_scope": "partition"})
     log, _ = _log(tmp_path, 300, 90, seed=19)
-    expected = replay_decisions(log)
+    expected = replay_decisions(log, portfolio=False)
     asyncio.run(produce(log, cluster.settings, cluster.bootstrap))
     a = cluster.start_worker(slot=0)
     cluster.start_worker(slot=1)
@@ -112,7 +115,7 @@ def test_two_workers_share_partitions_and_keep_parity_when_one_dies(cluster: Clu
     cluster.kill9(a)
     got, repeats = cluster.decisions(len(expected))
     account({"events": len(log.read_bytes().splitlines()), "expected": expected, "got": got, "repeats": repeats},
-            f"one of two workers kill -9 after {len(partial)} decisions ({cluster.settings.store})")
+            f"one of two workers kill -9 after {len(partial)} decisions ({cluster.settings.store}, a model per partition)")
 
 
 def test_a_worker_started_from_a_model_file_gives_replays_decisions_across_a_kill_9(

@@ -65,7 +65,8 @@ def test_replay_from_the_model_scores_from_the_first_event_and_names_the_model(
     replay(later, again, model=model, model_base=info.version)
     assert warm.getvalue() == again.getvalue(), "a warm start is as deterministic as a cold one"
     decisions = [orjson.loads(line) for line in warm.getvalue().splitlines()]
-    assert decisions and all(d["model_version"].startswith(info.version + ".p") for d in decisions)
+    # One model for the portfolio (the default): versions warm-<digits>.m.v<n>
+    assert decisions and all(d["model_version"].startswith(info.version + ".m.v") for d in decisions)
     assert warm.getvalue() != cold.getvalue()
     # The model file is never changed by using it: each partition learns on a copy.
     assert load_model(path)[0].n_learned == info.outcomes and model.n_learned == info.outcomes

@@ -364,6 +364,7 @@ def test_records_a_consumer_skipped_are_fetched_again_and_the_decisions_stay_rep
     topics = _topics(events)
     ports = MemoryPorts()
     proc = StreamProcessor(ports)
+    ports.attach(proc, topics.get(("control", 0), []))  # the control feed and the portfolio's trainer
     pos = {k: 0 for k in topics}
     skipped = ("transactions", 1)
     jumped = False
@@ -381,8 +382,7 @@ def test_records_a_consumer_skipped_are_fetched_again_and_the_decisions_stay_rep
                 assert (topic, sp, offset) == (cat, p, 200)
                 pos[k] = offset  # fetched again from there
             ports.write(proc.release(p, lambda c, p=p: pos.get((c, p), 0) >= len(topics.get((c, p), []))))
-    for p in range(P):
-        ports.write(proc.release(p, lambda c: True, now=LATER))
+    drain(proc, ports)
     clean = MemoryPorts()
     _feed(StreamProcessor(clean), clean, topics)
     assert jumped and proc.counts["refetched"] == 50 and proc.counts["offset_gap"] == 0

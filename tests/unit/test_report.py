@@ -99,7 +99,7 @@ def test_report_explains_itself(tmp_path: pathlib.Path) -> None:
     for code, text in collector.reason_text.items():
         assert f"<code>{code}</code></td><td>{html.escape(text)}" in page
     assert "dpd.watch = 1" in page and "score.limit = 0.6, score.limit_exit = 0.4" in page
-    assert "<code>default-2026.1</code> (in force at the end)" in page and "<code>p0.v0</code>" in page
+    assert "<code>default-2026.1</code> (in force at the end)" in page and "<code>m.v0</code>" in page  # one model
     ev = summary.evaluation  # type: ignore[attr-defined]
     assert f"{ev.warning_rate_defaulters:.1%} / {ev.warning_rate_good:.1%}" in page
     assert "<h3>warned, then cured: " in page and "<h3>closed: " in page
