@@ -32,6 +32,8 @@ def _crc32_partition(key: bytes, partitions: int) -> int:
 def test_records_a_crc32_producer_misroutes_apply_in_the_partition_that_owns_their_account(
         cluster: Cluster, tmp_path: pathlib.Path) -> None:
     events, _ = simulate(120, 45, 5)
+    # A model per partition: its version (p<partition>.v<n>) says which partition judged each decision.
+    cluster.settings = cluster.settings.model_copy(update={"model_scope": "partition"})
     s, n = cluster.settings, cluster.settings.partitions
     # A second upstream system with a librdkafka client publishes the repayments: its partitioner
     # puts many accounts on other partitions than the murmur2 one the rest of their events use.
@@ -86,7 +88,7 @@ def test_one_control_record_from_another_producer_governs_every_partition_on_two
         broker: Any, tmp_path: pathlib.Path) -> None:
     """An upstream tool publishes a policy update and a breaker command once, with no partition named:
     both workers apply them in every partition they hold, in event-time order, exactly as replay does."""
-    cluster = Cluster(broker, tmp_path)
+    cluster = Cluster(broker, tmp_path, model_scope="partition")  # the model version names the partition
     try:
         events, _ = simulate(240, 60, 23)
         at = events[len(events) // 2]["ts"]
@@ -98,7 +100,7 @@ def test_one_control_record_from_another_producer_governs_every_partition_on_two
         ]
         log = tmp_path / "ev.jsonl"
         log.write_bytes(b"".join(dumps(e) + b"\n" for e in [*events, *control]))
-        expected = replay_decisions(log)
+        expected = replay_decisions(log, portfolio=False)
         s = cluster.settings
 
         async def publish() -> None:
