@@ -77,6 +77,28 @@ def bench_core(lines: list[bytes], repeats: int, say: Callable[[str], None] | No
     }
 
 
+def bench_core_apart(lines: list[bytes], repeats: int) -> dict[str, Any]:
+    """:func:`bench_core` in a Python process of its own, as replay runs: this one has just simulated the log,
+    and what that left in its heap slowed the core by a tenth and more, worse with each repeat (at 1ef7e33 on
+    the same 396,285 lines: 35,927, 32,828 and 31,850 events/s here, 35,274, 35,306 and 35,258 apart)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "core.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        code = "import sys; from riskmon.streams.tools.bench import _core_child; _core_child(sys.argv[1], int(sys.argv[2]))"
+        out = subprocess.run([sys.executable, "-c", code, str(path), str(repeats)], check=True, stdout=subprocess.PIPE)
+    return orjson.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def _core_child(path: str, repeats: int) -> None:
+    """The child of :func:`bench_core_apart`: its figures as JSON on stdout, its progress on stderr."""
+    from ..gc_thresholds import tune_gc
+
+    tune_gc()  # as every riskmon command
+    lines = Path(path).read_bytes().splitlines()
+    result = bench_core(lines, repeats, lambda text: print(text, file=sys.stderr, flush=True))
+    sys.stdout.buffer.write(orjson.dumps(result))
+
+
 async def _drain(bootstrap: str, topic: str, n: int, timeout_s: float, group: str | None = None) -> float:
     """Seconds until ``n`` records were read from ``topic`` (from the start)."""
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
@@ -308,12 +330,10 @@ def run_bench(accounts: int, days: int, seed: int, repeats: int, transport_event
     lines = [dumps(e) for e in events]
     n_transport = min(transport_events, len(events))
     transport_log = b"".join(lines[i] + b"\n" for i in sorted(range(n_transport), key=lambda i: events[i]["ts"]))
-    # The simulator's dicts are not what replay holds, and the collector walking them made the core
-    # read 25% slower here than in a process of its own (22,110 against 28,735 events/s, same log).
     del events
     gc.collect()
-    say(f"bench: core on {len(lines)} events x {repeats}")
-    core = bench_core(lines, repeats, say)
+    say(f"bench: core on {len(lines)} events x {repeats}, in a process of its own")
+    core = bench_core_apart(lines, repeats)
     results: dict[str, Any] = {"core": core}
     settings = Settings()
 
