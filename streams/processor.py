@@ -22,7 +22,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import orjson
 
@@ -55,6 +55,8 @@ class Ports(Protocol):
 
 class Histogram(Protocol):
     def observe(self, amount: float) -> None: ...
+
+    def observe_many(self, amounts: Iterable[float]) -> None: ...
 
 
 class HotMetrics(Protocol):
@@ -363,9 +365,7 @@ class StreamProcessor:
             sh.checkpoint.saved_at = time.time()
         if self.metrics is not None and rnd.received:
             now = time.monotonic()
-            observe = self.metrics.processing.observe
-            for t in rnd.received:
-                observe(now - t)
+            self.metrics.processing.observe_many([now - t for t in rnd.received])
 
     # -- internals --------------------------------------------------------
     def _round(self, sh: _Shard, ready: list[Held], now: float) -> Round:

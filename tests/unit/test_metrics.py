@@ -1,17 +1,18 @@
 """The worker's metrics agree with what the processor did, and never name an account."""
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import orjson
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from riskmon.models.events import CATEGORY
 from riskmon.models.portfolio import Revealed
 from riskmon.models.simulate import simulate
 from riskmon.models.stability import Stability
-from riskmon.streams.metrics import Metrics
+from riskmon.streams.metrics import LAG_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS, Distribution, Metrics
 from riskmon.streams.checkpoint import SHARD_KEY_PREFIX
 from riskmon.streams.processor import Options, StreamProcessor
 
@@ -142,3 +143,24 @@ def test_every_count_the_worker_keeps_is_exported() -> None:
                 keys.add(node.slice.value)
     assert {"not_owned", "received", "late"} <= keys
     assert keys - set(COUNTS) == set()
+
+
+def test_the_lock_free_distribution_exposes_what_client_pythons_histogram_does() -> None:
+    """The same observations, one at a time and by the round, give client_python's buckets, count and sum (its
+    ``_created`` gauge apart), values on a bucket's bound included."""
+    rng = random.Random(5)
+    for buckets, scale in ((LATENCY_BUCKETS, 3.0), (LAG_BUCKETS, 1e6), (SCORE_BUCKETS, 1.0)):
+        values = [rng.random() ** 3 * scale for _ in range(2000)] + list(buckets) + [0.0, scale * 100]
+        ours, theirs = CollectorRegistry(), CollectorRegistry()
+        d = Distribution("h_seconds", "h", buckets, ours)
+        h = Histogram("h_seconds", "h", buckets=buckets, registry=theirs)
+        for v in values[:1000]:
+            d.observe(v)
+        d.observe_many(values[1000:])
+        for v in values:
+            h.observe(v)
+        got, want = samples(ours), samples(theirs)
+        want.pop("h_seconds_created")
+        assert got.keys() == want.keys() and got["h_seconds_bucket"] == want["h_seconds_bucket"]
+        assert got["h_seconds_count"] == want["h_seconds_count"] == [({}, len(values))]
+        assert abs(got["h_seconds_sum"][0][1] - want["h_seconds_sum"][0][1]) <= 1e-9 * want["h_seconds_sum"][0][1]
