@@ -158,7 +158,8 @@ def _judging_args(p: argparse.ArgumentParser, many_policies: bool = False) -> No
         p.add_argument("--policy", help="policy TOML (default: $RISKMON_POLICY_FILE, or the shipped policy)")
     p.add_argument("--features", help="feature specification TOML (default: $RISKMON_FEATURES_FILE, or the shipped "
                                       "one, models/data/default_features.toml)")
-    p.add_argument("--model", help="start every partition from this model file (`riskmon train`; default: "
+    p.add_argument("--model", help="start the portfolio's model (or, with a model per partition, every partition's) "
+                                   "from this model file (`riskmon train`; default: "
                                    "$RISKMON_MODEL_FILE, or the expert scorecard handing over as outcomes are learned)")
     p.add_argument("--learner", choices=LEARNERS, help="the learned model when no model file is named (default: "
                                                        "$RISKMON_LEARNER or logistic)")
@@ -519,7 +520,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         args.learner = args.learner or _settings().learner
         policy, spec = _judging(args)
-        return main_evaluate(args, policy, spec)
+        return main_evaluate(args, policy, spec, portfolio=_portfolio(args))
     import json
 
     from riskmon.streams.replay import load_truth

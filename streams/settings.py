@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     bad_dpd: int = Field(30, ge=1)
     policy_file: Path | None = None
     features_file: Path | None = Field(None, description="feature specification TOML (default: the shipped one)")
-    model_file: Path | None = Field(None, description="a model from `riskmon train`: partitions start from it (default: "
+    model_file: Path | None = Field(None, description="a model from `riskmon train`: the portfolio's trainer (or each partition, with a model per partition) starts from it (default: "
                                                       "the expert scorecard, handing over as outcomes are learned)")
     learner: Literal["logistic", "batch", "tree"] = Field(
         "logistic", description="the learned model without a model file: online logistic regression, a mini-batch one "

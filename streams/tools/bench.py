@@ -79,7 +79,7 @@ def bench_core(lines: list[bytes], repeats: int, say: Callable[[str], None] | No
 
 def bench_core_apart(lines: list[bytes], repeats: int) -> dict[str, Any]:
     """:func:`bench_core` in a Python process of its own, as replay runs: this one has just simulated the log,
-    and what that left in its heap slowed the core by a tenth and more, worse with each repeat (at 1ef7e33 on
+    and what that left in its heap slowed the core by 7% in the median, worse with each repeat (at 1ef7e33 on
     the same 396,285 lines: 35,927, 32,828 and 31,850 events/s here, 35,274, 35,306 and 35,258 apart)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "core.jsonl"

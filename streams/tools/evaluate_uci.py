@@ -19,6 +19,7 @@ from riskmon.models.engine import Engine
 from riskmon.models.events import Event, event_order
 from riskmon.models.featurespec import FeatureSpec
 from riskmon.models.policy import Policy, default_policy
+from riskmon.models.portfolio import PORTFOLIO_BY_DEFAULT
 from riskmon.models.quality import ks_statistic, roc_auc
 from riskmon.models.risk_model import RiskModel
 from riskmon.models.uci import COHORTS, DEFAULT_COLUMN, MONTHS, client_events, cohort_of, load_rows
@@ -56,21 +57,23 @@ def _offline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> di
 
 def evaluate_uci(path: str | Path = DEFAULT_DATA, cohorts: int = COHORTS, test_cohorts: int = 4,
                  learner: str = "logistic", policy: Policy | None = None, spec: FeatureSpec | None = None,
-                 partitions: int = 1) -> UciResult:
+                 partitions: int = 1, portfolio: bool = PORTFOLIO_BY_DEFAULT) -> UciResult:
     """``learner``: the learned model's kind (riskmon.models.risk_model.RiskModel), from nothing; ``policy``
-    and ``spec``: the early-warning policy and the features (None: the shipped ones); ``partitions``: shards,
-    each with its own model (1: one model learns from every client, as a portfolio model would)."""
+    and ``spec``: the early-warning policy and the features (None: the shipped ones); ``partitions``: shards;
+    ``portfolio``: one model for them all, learned by the portfolio's trainer in daily versions (the default),
+    or one model per shard (with one shard, a model that learns each outcome as it comes)."""
     t0 = time.perf_counter()
     rows = load_rows(path)
     by_id = {f"UCI{r['ID']:05d}": r for r in rows}
     log = _log(rows, cohorts)
     # The breaker (models/breaker.py) is off here: it holds closures for a person to review, and this
     # evaluation judges the model and the policy. UCI's closures come in monthly waves that start from
-    # nothing months into the data, which would trip it (with it on and the shipped policy: 173 closures go
-    # through instead of 517, 345 held).
+    # nothing months into the data, which would trip it (with it on and the shipped policy and a model per
+    # partition: 173 closures went through instead of 517, 345 held).
     base = policy or default_policy()
     policy = base.updated({"breaker.closure": 0, "breaker.limit_reduction": 0}, f"{base.version}+no-breaker")
-    engine = Engine(partitions=partitions, policy=policy, model=RiskModel(learner=learner), spec=spec)
+    engine = Engine(partitions=partitions, policy=policy, model=RiskModel(learner=learner), spec=spec,
+                    portfolio=portfolio)
     outcome: dict[str, tuple[float, list[float], bool, int]] = {}  # aid -> (score, features, default, ts)
     first: dict[str, dict[int, int]] = {}  # aid -> severity -> first event time
     for ev in log:
@@ -142,7 +145,7 @@ def evaluate_uci(path: str | Path = DEFAULT_DATA, cohorts: int = COHORTS, test_c
         "closure_recall": share(defaulters, lambda a: a in closed),
         "closures": len(closed),
     }
-    res.warm_start = warm_start(rows, cohorts, test_cohorts, policy, learner, spec)
+    res.warm_start = warm_start(rows, cohorts, test_cohorts, policy, learner, spec, portfolio)
     return res
 
 
@@ -158,20 +161,21 @@ def _log(rows: list[dict[str, int]], cohorts: int) -> list[Event]:
 
 
 def warm_start(rows: list[dict[str, int]], cohorts: int, test_cohorts: int, policy: Policy,
-               learner: str = "logistic", spec: FeatureSpec | None = None) -> dict[str, Any]:
+               learner: str = "logistic", spec: FeatureSpec | None = None,
+               portfolio: bool = PORTFOLIO_BY_DEFAULT) -> dict[str, Any]:
     """A lender with history against one without: a model learned from the earlier cohorts' clients (as
     `riskmon train` learns, in one partition, from every outcome in event-time order), then the later
     cohorts' clients alone replayed twice, from nothing and from that model; the prequential AUC of each
     on the later clients' statements."""
     late = cohorts - test_cohorts
-    trainer = Engine(1, policy, model=RiskModel(learner=learner), spec=spec)
+    trainer = Engine(1, policy, model=RiskModel(learner=learner), spec=spec, portfolio=portfolio)
     trained = 0
     for ev in _log([r for r in rows if cohort_of(r, cohorts) < late], cohorts):
         trained += sum(len(result.outcomes) for result in trainer.process(ev))
     later = _log([r for r in rows if cohort_of(r, cohorts) >= late], cohorts)
 
     def prequential(model: RiskModel | None) -> float | None:
-        engine = Engine(1, policy, model=model or RiskModel(learner=learner), spec=spec)
+        engine = Engine(1, policy, model=model or RiskModel(learner=learner), spec=spec, portfolio=portfolio)
         ys: list[bool] = []
         scores: list[float] = []
         for ev in later:
@@ -262,7 +266,8 @@ def plot_result(r: UciResult, out_dir: str | Path) -> list[Path]:
     return [path]
 
 
-def main_evaluate(args: Any, policy: Policy | None = None, spec: FeatureSpec | None = None) -> int:
+def main_evaluate(args: Any, policy: Policy | None = None, spec: FeatureSpec | None = None,
+                  portfolio: bool = PORTFOLIO_BY_DEFAULT) -> int:
     import json
     import sys
 
@@ -273,7 +278,7 @@ def main_evaluate(args: Any, policy: Policy | None = None, spec: FeatureSpec | N
         raise ValueError("`riskmon evaluate uci` learns from nothing (and warm-starts from its own earlier cohorts): "
                          "--model does not apply; --learner does")
     r = evaluate_uci(path, args.cohorts, args.test_cohorts, getattr(args, "learner", None) or "logistic", policy, spec,
-                     getattr(args, "partitions", None) or 1)
+                     getattr(args, "partitions", None) or 1, portfolio)
     print(format_result(r))
     if args.plots:
         for p in plot_result(r, args.plots):
