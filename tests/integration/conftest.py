@@ -48,7 +48,7 @@ class Cluster:
         self.settings = Settings(broker_url=broker.url, broker_kind="tansu", partitions=partitions,
                                  topic_prefix=f"t{n}-{os.getpid()}", app_id=f"riskmon-test-{n}-{os.getpid()}",
                                  datadir=tmp / "data", session_timeout_s=6.0, store=store,
-                                 model_scope=model_scope or ("portfolio" if PORTFOLIO_BY_DEFAULT else "partition"))  # type: ignore[arg-type]
+                                 model_scope=model_scope or Settings.model_fields["model_scope"].default)  # the default, not the shell's
         self.workers: list[subprocess.Popen[bytes]] = []
         self.web_ports: list[int] = []  # each worker's web and /metrics port, in start order
         asyncio.run(create_topics(self.settings, self.bootstrap))
