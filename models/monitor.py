@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from .breaker import Breaker
 from .errors import RejectReason, Rejected
-from .events import AccountEvent, BreakerCommand, Event, InstalmentDue, ModelCommand, PolicyUpdate
+from .events import AccountEvent, BreakerCommand, Event, ModelCommand, PolicyUpdate
 from .featurespec import FeatureSpec, default_spec
 from .policy import Policy, default_policy
 from .portfolio import CHALLENGE_WINDOW, learn_outcome, model_command
@@ -26,7 +26,7 @@ from .shadow import ShadowTimeline, live_before, shadow_step
 from .quality import ScoreQuality, roc_auc
 from .risk_model import RiskModel
 from .stability import Stability
-from .state import I_X, AccountState
+from .state import AccountState
 from .step import Context, StepResult, resolve_hold, step
 from .vocabulary import HOLD_ACTION, STATES
 
@@ -266,9 +266,8 @@ class Monitor:
                 self.shadow_states[now] += 1
                 if decided:
                     result.shadow = decided
-            if result.scored and isinstance(event, InstalmentDue):
-                s = result.state
-                self.stability.scored(s["score"], s["inst"][-1][I_X])
+            if result.statement is not None:  # a statement's score and features, as kept for its outcome
+                self.stability.scored(result.state["score"], result.statement)
         for o in result.outcomes if learn and self.portfolio_version is None else ():
             if learn_outcome(self, self.spec.names, o):
                 result.drift = True

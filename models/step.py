@@ -9,7 +9,6 @@ came before it. Without a breaker the step is a pure function.
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 from dataclasses import dataclass, field
 
@@ -29,17 +28,16 @@ from .featurespec import FeatureSpec, default_spec
 from .policy import Policy
 from .risk_model import RiskModel
 from .state import (
-    I_AMOUNT, I_DUE_TS, I_ID, I_LABELLED, I_MISSED, I_PAID, I_SCORE, I_X, AccountState, Instalment, copy_state, new_state,
-    upgrade,
+    I_AMOUNT, I_DUE_TS, I_ID, I_LABELLED, I_MISSED, I_PAID, I_SCORE, I_X, RECENT_IDS, AccountState, Instalment, copy_state,
+    fingerprint, new_state, packed, remember, seen, unpacked, upgrade,
 )
 from .units import DAY_MS
 from .velocity import INDEX
 from .vocabulary import BREAKER_ACTIONS, REVIEWED, SEVERITY, STATES, action_for, cap_for
 
-__all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "event_hash", "review_blocks", "review_in_force", "cap_on_new_limit", "decision",
+__all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "review_blocks", "review_in_force", "cap_on_new_limit", "decision",
            "RECENT_IDS", "MAX_OPEN_INSTALMENTS"]
 
-RECENT_IDS = 16
 MAX_OPEN_INSTALMENTS = 12
 # Amounts left unpaid below this (minor units) count as settled: no line is
 # declared delinquent over a rounding remainder.
@@ -98,11 +96,7 @@ class StepResult:
     model_ready: bool = False
     scored: bool = False
     drift: bool = False
-
-
-def event_hash(event_id: str) -> int:
-    """A 63-bit fingerprint of an event id, kept to spot duplicate deliveries."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") >> 1
+    statement: list[float] | None = None  # at a statement: the features kept for its outcome (unpacked)
 
 
 def step(state: AccountState | None, event: AccountEvent, ctx: Context, owned: bool = False) -> StepResult:
@@ -110,7 +104,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context, owned: b
 
     ``owned``: the caller gives ``state`` up (it keeps only the result's), so the step may change it in place
     instead of copying it first (replay, which holds every state itself; copying was a tenth of its time)."""
-    h = event_hash(event.event_id)
+    h = fingerprint(event.event_id)
     spec = ctx.spec
     if state is None:
         if isinstance(event, AccountOpened):
@@ -122,7 +116,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context, owned: b
         else:
             raise Rejected(RejectReason.UNKNOWN_ACCOUNT, f"{event.type} for account {event.account_id!r}, which never opened")
     else:
-        if h in state["ids"]:
+        if seen(state["ids"], h):
             return StepResult(state, duplicate=True)
         state = _current(state, spec)
         if state["line"]:
@@ -141,9 +135,7 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context, owned: b
             spec.advance(s["a"], s["v"], elapsed, s["cb"], s["bal"], s["dpd"])
             s["ts"] = event.ts
     now = s["ts"]
-    s["ids"].append(h)
-    if len(s["ids"]) > RECENT_IDS:
-        del s["ids"][0]
+    s["ids"] = remember(s["ids"], h)
     s["n"] += 1
     result = StepResult(s, model_ready=ctx.model_ready, scored=True)
 
@@ -162,7 +154,8 @@ def step(state: AccountState | None, event: AccountEvent, ctx: Context, owned: b
     if isinstance(event, InstalmentDue):
         # The prediction made at the statement is the one its outcome will grade.
         s["inst"][-1][I_SCORE] = round(score, 6) if ctx.model_ready else None
-        s["inst"][-1][I_X] = x
+        s["inst"][-1][I_X] = packed(x)
+        result.statement = x
 
     if isinstance(event, Review):
         return _review(s, event, ctx, score, result)
@@ -438,7 +431,7 @@ def _age(s: AccountState, ctx: Context, r: StepResult) -> None:
         keep = []
         for p in pend:
             if days_between(p[0], now) + 1 >= ctx.bad_dpd:
-                r.outcomes.append(Outcome(p[2], p[1], False))
+                r.outcomes.append(Outcome(unpacked(p[2]), p[1], False))
             else:
                 keep.append(p)
         if keep:
@@ -465,8 +458,8 @@ def _age(s: AccountState, ctx: Context, r: StepResult) -> None:
         if not inst[I_LABELLED] and days >= ctx.bad_dpd:
             inst[I_LABELLED] = 1
             if inst[I_X] is not None:
-                r.outcomes.append(Outcome(inst[I_X], inst[I_SCORE], True))
-            inst[I_X] = None
+                r.outcomes.append(Outcome(unpacked(inst[I_X]), inst[I_SCORE], True))
+            inst[I_X] = inst[I_SCORE] = None  # learned: neither is read again
     reported = s["rdpd"] + (now - s["rts"]) // DAY_MS if s["rdpd"] > 0 else 0
     s["dpd"] = max(worst, reported)
     s["max_dpd"] = max(s["max_dpd"], s["dpd"])

@@ -2,20 +2,25 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import random
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from river import checks
 
 from riskmon.models.codec import dumps
 from riskmon.models.features import FEATURE_NAMES
+from riskmon.models.engine import Engine
 from riskmon.models.monitor import Monitor
 from riskmon.models.risk_model import HANDOVER_EVERY, HANDOVER_MIN_EACH, RiskModel, dumps_model, loads_model
 from riskmon.models.vocabulary import LEARNERS
 from riskmon.models.simulate import simulate
-from riskmon.models.state import I_SCORE, I_X
+from riskmon.models.state import I_SCORE, I_X, fingerprint, packed, unpacked
+from riskmon.models.features import rounded
 from riskmon.models.codec import decode
 from riskmon.models.events import event_order
 
@@ -28,13 +33,14 @@ def test_good_outcome_learns_features_as_they_were_at_the_statement() -> None:
     a = Account(limit=10_000)
     a.draw(0, 5_000)
     a.statement(1, 5_000)
-    at_statement = list(a.state["inst"][0][I_X])
+    at_statement = unpacked(a.state["inst"][0][I_X])
+    assert isinstance(a.state["inst"][0][I_X], str), "kept packed"
     score_at_statement = a.state["inst"][0][I_SCORE]
     a.model.score = 0.33  # the model moves on; the outcome must not see it
     a.draw(5, 4_000)  # and the account moves on too
     assert a.outcomes == []
     a.pay(10, 5_000)
-    assert a.outcomes == [] and a.state["pend"][0][2] == at_statement, "good, but not learned yet"
+    assert a.outcomes == [] and unpacked(a.state["pend"][0][2]) == at_statement, "good, but not learned yet"
     a.tick(50)  # due end of day 21: 29 days past its due date, a bad outcome would not be known yet either
     assert a.outcomes == []
     a.tick(51)  # the end of its performance window: learned now, as a bad one would be
@@ -74,6 +80,37 @@ def test_duplicate_delivery_changes_nothing() -> None:
     before = copy.deepcopy(a.state)
     r = a.apply(e)
     assert r.duplicate and r.decisions == [] and a.state == before
+
+
+def test_a_state_saved_with_the_older_layout_goes_on() -> None:
+    """Before 2026-12-08 a state kept its recent event ids as 63-bit integers and its statement features as
+    lists: a duplicate of an event it saw then is still spotted, and its waiting features are learned."""
+    a = Account()
+    e = ev("drawdown", at(1), amount=100, currency="CNY", channel="app")
+    a.apply(e)
+    a.statement(2, 100)
+    at_statement = unpacked(a.state["inst"][0][I_X])
+    old = copy.deepcopy(a.state)
+    old["ids"] = [int.from_bytes(hashlib.blake2b(e.event_id.encode(), digest_size=8).digest(), "big") >> 1]
+    old["inst"][0][I_X] = at_statement
+    a.state = old
+    r = a.apply(e)
+    assert r.duplicate and a.state == old
+    a.tick(60)
+    assert isinstance(a.state["ids"], str) and len(a.state["ids"]) == 2 * 8
+    assert a.state["ids"].startswith(fingerprint(e.event_id))
+    assert [(o.default, o.features) for o in a.outcomes] == [(True, at_statement)]
+
+
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6),
+                          st.floats(-1e12, 1e12), st.floats(-1, 1)), max_size=60))
+def test_kept_features_come_back_exactly(x: list[float]) -> None:
+    kept = rounded(x)
+    p = packed(kept)
+    back = unpacked(orjson.loads(orjson.dumps(p)) if isinstance(p, str) else p)
+    assert [(type(v), v) for v in back] == [(type(v), v) for v in kept] or any(v != v for v in kept)
+    finite = all(-1e11 < v < 1e11 for v in kept)
+    assert isinstance(p, str) == finite
 
 
 def test_step_never_mutates_its_input() -> None:
@@ -117,10 +154,27 @@ def test_state_is_compact() -> None:
     for m in range(3):
         a.draw(30 * m, 100)
         a.statement(30 * m + 1, 100)  # three open instalments with snapshots
-    assert len(a.state["inst"]) == 3
+    kept = [i[I_X] for i in a.state["inst"] if i[I_X] is not None]
+    assert len(a.state["inst"]) == 3 and len(kept) == 2 and all(isinstance(x, str) for x in kept), "packed"
     size = len(dumps(a.state))
     assert size <= 1536, size  # the features issue's bound, with three statements awaiting their outcome
     assert orjson.loads(dumps(a.state)) == a.state
+
+
+def test_an_aged_portfolio_stays_within_the_bound() -> None:
+    """Half a year on: an account's state holds its aggregates, its last 16 event ids, and the features of
+    the statements whose outcome is not known yet (issue 14's bound: 1.5 KB). Only a line in arrears may
+    go over, by the unpaid instalments it must keep one by one (here 1,300 B on average, 1,505 at most for
+    the lines never 30 days late and current, 1,788 at most in all)."""
+    events, _ = simulate(400, 180, seed=11)
+    engine = Engine(4)
+    for e in sorted((decode(dumps(e)) for e in events), key=lambda e: event_order(e.ts, e.type, 0)):
+        engine.process(e)
+    sizes = {a: len(dumps(s)) for a, s in engine.states.items()}
+    good = [sizes[a] for a, s in engine.states.items() if s["dpd"] == 0 and s["max_dpd"] < 30]
+    assert len(sizes) == 400 and len(good) > 200
+    assert sum(sizes.values()) / len(sizes) <= 1400, sum(sizes.values()) / len(sizes)
+    assert max(good) <= 1536, max(good)
 
 
 def test_model_checkpoint_restores_identical_scores() -> None:
