@@ -139,8 +139,6 @@ def copy_state(s: AccountState) -> AccountState:
     c = s.copy()
     c["inst"] = [list(i) for i in s["inst"]]
     c["v"] = list(s["v"])
-    if not isinstance(s["ids"], str):
-        c["ids"] = list(s["ids"])
     c["a"] = list(s["a"])
     if "pend" in s:
         c["pend"] = list(s["pend"])

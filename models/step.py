@@ -28,7 +28,7 @@ from .featurespec import FeatureSpec, default_spec
 from .policy import Policy
 from .risk_model import RiskModel
 from .state import (
-    I_AMOUNT, I_DUE_TS, I_ID, I_LABELLED, I_MISSED, I_PAID, I_SCORE, I_X, RECENT_IDS, AccountState, Instalment, copy_state,
+    I_AMOUNT, I_DUE_TS, I_ID, I_LABELLED, I_MISSED, I_PAID, I_SCORE, I_X, AccountState, Instalment, copy_state,
     fingerprint, new_state, packed, remember, seen, unpacked, upgrade,
 )
 from .units import DAY_MS
@@ -36,7 +36,7 @@ from .velocity import INDEX
 from .vocabulary import BREAKER_ACTIONS, REVIEWED, SEVERITY, STATES, action_for, cap_for
 
 __all__ = ["Context", "Outcome", "StepResult", "step", "resolve_hold", "review_blocks", "review_in_force", "cap_on_new_limit", "decision",
-           "RECENT_IDS", "MAX_OPEN_INSTALMENTS"]
+           "MAX_OPEN_INSTALMENTS"]
 
 MAX_OPEN_INSTALMENTS = 12
 # Amounts left unpaid below this (minor units) count as settled: no line is
